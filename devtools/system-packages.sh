@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System packages the tests need: Java for the emulator jars, Debian's Chromium
+# for the browser tests. Installed only when missing and when we may (root with
+# apt-get); otherwise say what is missing and let the tests report it.
+set -euo pipefail
+
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "warning: missing Debian packages (${missing[*]}); install them for the full suite" >&2
+fi

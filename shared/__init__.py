@@ -1,0 +1,1 @@
+"""Shared package of the notification system: every deployed function imports it."""

@@ -1,0 +1,168 @@
+"""Turns one content event into one stored notification and a message on its user's channel.
+
+Contract (SPEC section 2): an invalid event is dead-lettered with its reason and
+acknowledged; a transient failure raises so Pub/Sub redelivers; an event that
+keeps failing past EVENT_MAX_AGE_SECONDS is dead-lettered instead of retried
+forever; any number of deliveries of one event yield one notification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.backends import Backends
+from shared.channel import ChannelMessage
+from shared.config import Settings
+from shared.errors import BackendUnavailable, InvalidEventError
+from shared.events import parse_event
+from shared.notification import build_notification
+
+logger = logging.getLogger(__name__)
+
+_MAX_ATTRIBUTE = 1024  # Pub/Sub's limit on an attribute value
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class PubsubMessage:
+    data: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
+    message_id: str = ""
+    publish_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IngestTimings:
+    """Seconds spent in each step, for the benchmark's "where the time goes"."""
+
+    validate: float = 0.0
+    persist: float = 0.0
+    publish: float = 0.0
+
+
+def message_from_cloud_event(data: Any) -> PubsubMessage:
+    """The Pub/Sub message inside a CloudEvent's data; InvalidEventError if there is none."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
+        raise InvalidEventError("CloudEvent data has no Pub/Sub message")
+    message = data["message"]
+    raw = message.get("data") or ""
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        attributes = {}
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    publish_time = _parse_time(message.get("publishTime") or message.get("publish_time"))
+    try:
+        decoded = base64.b64decode(raw, validate=True) if isinstance(raw, str) else bytes(raw)
+    except (binascii.Error, ValueError, TypeError):
+        decoded = raw.encode("utf-8", "replace") if isinstance(raw, str) else b""
+    return PubsubMessage(decoded, {str(k): str(v) for k, v in attributes.items()}, message_id, publish_time)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def ingest(
+    message: PubsubMessage,
+    backends: Backends,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    timings: dict[str, float] | None = None,
+) -> Outcome:
+    """Process one delivery. Raises BackendUnavailable when Pub/Sub should redeliver."""
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        event = parse_event(message.data, message.attributes, message.message_id)
+        new = build_notification(event, settings.notification_retention_days, now)
+    except InvalidEventError as exc:
+        _dead_letter(message, backends, str(exc))
+        return Outcome.DEAD_LETTERED
+    validated = time.perf_counter()
+    try:
+        try:
+            notification, created = backends.store.persist(new)
+        except InvalidEventError as exc:
+            _dead_letter(message, backends, str(exc))
+            return Outcome.DEAD_LETTERED
+        persisted = time.perf_counter()
+        # Published on redelivery too: the first attempt may have died between
+        # persisting and publishing. A stream drops the duplicate by id.
+        if notification is not None:
+            backends.channel.publish(ChannelMessage(notification.user_id, "notification", notification.to_dict()))
+        published = time.perf_counter()
+    except BackendUnavailable as exc:
+        age = (now - message.publish_time).total_seconds() if message.publish_time else 0.0
+        if age > settings.event_max_age_seconds:
+            _dead_letter(message, backends, f"gave up after {age:.0f} s of transient failures: {exc}")
+            return Outcome.DEAD_LETTERED
+        logger.warning(
+            "transient failure; Pub/Sub will redeliver",
+            extra={"message_id": message.message_id, "error": str(exc)[:500], "age_seconds": round(age, 1)},
+        )
+        raise
+    if timings is not None:
+        timings["validate"] = timings.get("validate", 0.0) + validated - started
+        timings["persist"] = timings.get("persist", 0.0) + persisted - validated
+        timings["publish"] = timings.get("publish", 0.0) + published - persisted
+    logger.info(
+        "notification stored" if created else "duplicate delivery",
+        extra={
+            "message_id": message.message_id,
+            "notification_id": notification.id if notification else None,
+            "user_id": event.user_id,
+            "event_type": event.event_type,
+        },
+    )
+    return Outcome.STORED if created else Outcome.DUPLICATE
+
+
+def ingest_cloud_event(data: Any, cloud_event_id: str, backends: Backends, settings: Settings) -> Outcome:
+    """Process the CloudEvent of a Pub/Sub trigger (what functions-framework hands over)."""
+    try:
+        message = message_from_cloud_event(data)
+    except InvalidEventError as exc:
+        _dead_letter(PubsubMessage(b"", {}, cloud_event_id), backends, str(exc))
+        return Outcome.DEAD_LETTERED
+    return ingest(message, backends, settings)
+
+
+def _dead_letter(message: PubsubMessage, backends: Backends, reason: str) -> None:
+    logger.error(
+        "invalid content event dead-lettered",
+        extra={"message_id": message.message_id, "reason": reason[:_MAX_ATTRIBUTE]},
+    )
+    attributes = {k: v for k, v in message.attributes.items() if k not in {"error", "original_message_id"}}
+    attributes["error"] = _truncate_utf8(reason, _MAX_ATTRIBUTE)
+    if message.message_id:
+        attributes["original_message_id"] = message.message_id[:_MAX_ATTRIBUTE]
+    # If even the dead-letter topic is unreachable this raises, and Pub/Sub
+    # redelivers: an event is never dropped silently.
+    backends.dead_letters.send(message.data, attributes)
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "..."

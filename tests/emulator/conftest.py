@@ -1,0 +1,62 @@
+"""Fixtures on the emulators: settings, topics, the ingest function behind a push subscription."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.pubsub_channel import ensure_topics
+from tests.conftest import EmulatorPair
+from tests.support.processes import ServerProcess, start_function
+from tests.support.pubsub import PullSubscription
+
+
+@pytest.fixture(scope="session")
+def settings(emulators_session: EmulatorPair) -> Settings:
+    settings = load_settings()
+    ensure_topics(
+        settings.project_id,
+        [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic],
+    )
+    return settings
+
+
+@pytest.fixture(scope="session")
+def ingest_server(emulators_session: EmulatorPair, settings: Settings) -> Iterator[ServerProcess]:
+    server = start_function(
+        "functions/ingest/main.py", "ingest_content_event", {**emulators_session.env(), "BACKEND_TIMEOUT_SECONDS": "5"}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def push_subscription(settings: Settings, ingest_server: ServerProcess) -> Iterator[PullSubscription]:
+    """The trigger: content topic -> push -> functions-framework, as Eventarc wires it in the cloud."""
+    endpoint = f"{ingest_server.url}/projects/{settings.project_id}/topics/{settings.content_events_topic}"
+    subscription = PullSubscription(settings.project_id, settings.content_events_topic, push_endpoint=endpoint)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def channel_tap(settings: Settings) -> Iterator[PullSubscription]:
+    """Everything published on the live channel from now on."""
+    subscription = PullSubscription(settings.project_id, settings.notifications_topic)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def dead_letter_tap(settings: Settings) -> Iterator[PullSubscription]:
+    subscription = PullSubscription(settings.project_id, settings.dead_letter_topic)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def user_id() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}"

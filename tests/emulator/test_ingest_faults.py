@@ -1,0 +1,71 @@
+"""Firestore unavailable during ingest: the function raises, and the same event succeeds once it is back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from devtools import emulators as emulator_tools
+from shared.backends import Backends
+from shared.config import Settings, load_settings
+from shared.errors import BackendUnavailable
+from shared.firestore_store import FirestoreStore
+from shared.ingest import Outcome, PubsubMessage, ingest
+from shared.memory import MemoryDeadLetters
+from shared.pubsub_channel import PubSubChannel
+from tests.conftest import PROJECT
+from tests.support.events import valid_event
+from tests.support.pubsub import PullSubscription
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def private_firestore(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[emulator_tools.Emulator, FirestoreStore]]:
+    """A Firestore emulator of this test's own, so stopping it disturbs no other test."""
+    emulator = emulator_tools.start("firestore", PROJECT)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.address)
+    store = FirestoreStore(PROJECT, timeout=2.0)
+    _ = store.client  # bind the client to this emulator while the variable points at it
+    monkeypatch.undo()
+    yield emulator, store
+    store.close()
+    emulator.stop()
+
+
+def test_firestore_down_raises_then_the_same_event_is_stored_once(
+    private_firestore: tuple[emulator_tools.Emulator, FirestoreStore],
+    settings: Settings,
+    channel_tap: PullSubscription,
+    user_id: str,
+) -> None:
+    emulator, store = private_firestore
+    quick = load_settings({"GOOGLE_CLOUD_PROJECT": PROJECT, "BACKEND_TIMEOUT_SECONDS": "2"})
+    dead_letters = MemoryDeadLetters()
+    backends = Backends(store, PubSubChannel(PROJECT, settings.notifications_topic, timeout=5), dead_letters)
+    message = PubsubMessage(json.dumps(valid_event(user_id)).encode(), {}, "m-1", datetime.now(UTC))
+
+    emulator.stop()
+    with pytest.raises(BackendUnavailable):
+        ingest(message, backends, quick)
+    assert dead_letters.messages == [], "a transient failure must not dead-letter a young event"
+
+    emulator.start()
+
+    def redeliver() -> Outcome | None:
+        try:
+            return ingest(message, backends, quick)
+        except BackendUnavailable:
+            return None  # Pub/Sub would redeliver again
+
+    assert wait_for(redeliver, timeout=60, interval=0.5, what="ingest to succeed after Firestore is back") in (
+        Outcome.STORED,
+    )
+    assert ingest(message, backends, quick) is Outcome.DUPLICATE
+    assert len(store.page(user_id, 10).notifications) == 1
+    published = channel_tap.pull(1, timeout=10) + channel_tap.drain(settle=1.0)
+    assert {m.json()["data"]["id"] for m in published} == {store.page(user_id, 10).notifications[0].id}
+    assert dead_letters.messages == []
+    backends.channel.close()

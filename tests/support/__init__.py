@@ -1,0 +1,1 @@
+"""Helpers the tests share: processes, waiting on conditions, events."""

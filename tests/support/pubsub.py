@@ -1,0 +1,96 @@
+"""Pub/Sub helpers for tests, on the real client against the emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+
+@dataclass
+class Received:
+    data: bytes
+    attributes: dict[str, str]
+    message_id: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class PullSubscription:
+    """A pull subscription made for one test, deleted at the end."""
+
+    def __init__(self, project: str, topic: str, *, push_endpoint: str | None = None) -> None:
+        self.client = pubsub_v1.SubscriberClient()
+        self.path = self.client.subscription_path(project, f"test-{topic}-{uuid.uuid4().hex[:8]}")
+        request: dict[str, Any] = {
+            "name": self.path,
+            "topic": f"projects/{project}/topics/{topic}",
+            "ack_deadline_seconds": 10,
+        }
+        if push_endpoint:
+            request["push_config"] = {"push_endpoint": push_endpoint}
+        self.client.create_subscription(request=request)
+
+    def pull(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Pull until ``count`` messages arrived (or fail after ``timeout``)."""
+        got: list[Received] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            try:
+                response = self.client.pull(request={"subscription": self.path, "max_messages": 100}, timeout=2.0)
+            except gexc.DeadlineExceeded:
+                continue
+            if response.received_messages:
+                self.client.acknowledge(
+                    request={"subscription": self.path, "ack_ids": [m.ack_id for m in response.received_messages]}
+                )
+            for item in response.received_messages:
+                got.append(Received(item.message.data, dict(item.message.attributes), item.message.message_id))
+        if len(got) < count:
+            raise AssertionError(f"expected {count} messages on {self.path}, got {len(got)}")
+        return got
+
+    def drain(self, settle: float = 1.0) -> list[Received]:
+        """Everything that arrives until nothing has come for ``settle`` seconds."""
+        got: list[Received] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < settle:
+            try:
+                response = self.client.pull(request={"subscription": self.path, "max_messages": 100}, timeout=settle)
+            except gexc.DeadlineExceeded:
+                continue
+            if response.received_messages:
+                quiet_since = time.monotonic()
+                self.client.acknowledge(
+                    request={"subscription": self.path, "ack_ids": [m.ack_id for m in response.received_messages]}
+                )
+            for item in response.received_messages:
+                got.append(Received(item.message.data, dict(item.message.attributes), item.message.message_id))
+        return got
+
+    def delete(self) -> None:
+        try:
+            self.client.delete_subscription(request={"subscription": self.path})
+        except gexc.NotFound:
+            pass
+        self.client.close()
+
+
+def push_envelope(data: bytes, attributes: dict[str, str], message_id: str, subscription: str) -> dict[str, Any]:
+    """The body Pub/Sub push sends, for tests that deliver by hand."""
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": message_id,
+            "publishTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        },
+        "subscription": subscription,
+    }

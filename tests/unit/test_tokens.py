@@ -1,0 +1,38 @@
+import time
+
+import jwt
+import pytest
+
+from shared.config import load_settings
+from shared.errors import AuthError
+from shared.tokens import mint_token, verify_token
+
+SETTINGS = load_settings({"JWT_SECRET": "unit-test-secret-0123456789abcdefghij"})
+OTHER_SECRET = "another-secret-0123456789abcdefghijkl"
+
+
+def test_minted_token_verifies() -> None:
+    claims = verify_token(mint_token("u1", SETTINGS), SETTINGS)
+    assert claims.user_id == "u1"
+    assert claims.expires_at > time.time()
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        ("", 401),
+        ("not-a-jwt", 401),
+        (jwt.encode({"sub": "u1", "exp": int(time.time()) - 5}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
+        (jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, OTHER_SECRET, algorithm="HS256"), 401),
+        (jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"), 401),
+        (jwt.encode({"exp": int(time.time()) + 60}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
+        (jwt.encode({"sub": "u1"}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
+        (jwt.encode({"sub": "a/b", "exp": int(time.time()) + 60}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
+        (mint_token("u1", SETTINGS, extra={"type": "refresh"}), 403),
+    ],
+    ids=["empty", "garbage", "expired", "wrong-key", "alg-none", "no-sub", "no-exp", "bad-sub", "refresh"],
+)
+def test_bad_tokens_are_refused(token: str, status: int) -> None:
+    with pytest.raises(AuthError) as raised:
+        verify_token(token, SETTINGS)
+    assert raised.value.status == status
