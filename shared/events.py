@@ -94,6 +94,7 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
         raise InvalidEventError(f"message data is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidEventError(f"message data must be a JSON object, got {_type_name(body)}")
+    _check_unicode(body, "event")
     unknown = sorted(set(body) - _KNOWN_FIELDS)
     if unknown:
         raise InvalidEventError(f"unknown field(s): {', '.join(unknown)[:200]}")
@@ -125,6 +126,22 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
         metadata=metadata,
         timestamp=timestamp,
     )
+
+
+def _check_unicode(value: Any, path: str) -> None:
+    """JSON may escape lone surrogates (\\ud800), which no UTF-8 store or browser can carry."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEventError(f"{path[:100]} contains a lone surrogate (not valid Unicode)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, f"{path} key")
+            _check_unicode(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_unicode(item, f"{path}[{index}]")
 
 
 def _reject_constant(name: str) -> Any:

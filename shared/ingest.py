@@ -111,15 +111,20 @@ def ingest(
         if notification is not None:
             backends.channel.publish(ChannelMessage(notification.user_id, "notification", notification.to_dict()))
         published = time.perf_counter()
-    except BackendUnavailable as exc:
+    except Exception as exc:
+        # Transient failures (and bugs, which a redelivery may not fix) are retried
+        # until the event is too old, then dead-lettered: nothing retries forever.
         age = (now - message.publish_time).total_seconds() if message.publish_time else 0.0
         if age > settings.event_max_age_seconds:
-            _dead_letter(message, backends, f"gave up after {age:.0f} s of transient failures: {exc}")
+            _dead_letter(message, backends, f"gave up after {age:.0f} s of failures: {exc}")
             return Outcome.DEAD_LETTERED
-        logger.warning(
-            "transient failure; Pub/Sub will redeliver",
-            extra={"message_id": message.message_id, "error": str(exc)[:500], "age_seconds": round(age, 1)},
-        )
+        if isinstance(exc, BackendUnavailable):
+            logger.warning(
+                "transient failure; Pub/Sub will redeliver",
+                extra={"message_id": message.message_id, "error": str(exc)[:500], "age_seconds": round(age, 1)},
+            )
+        else:
+            logger.exception("unexpected failure; Pub/Sub will redeliver", extra={"message_id": message.message_id})
         raise
     if timings is not None:
         timings["validate"] = timings.get("validate", 0.0) + validated - started

@@ -76,4 +76,6 @@ MALFORMED: list[tuple[str, bytes, dict[str, str], str]] = [
     ("timestamp wrong type", _body(timestamp=1700000000), {}, "timestamp must be"),
     ("event_id wrong type", _body(event_id=12), {}, "event_id must be"),
     ("unknown field", _body(surprise=True), {}, "unknown field"),
+    ("lone surrogate in title", _body(title="\ud800"), {}, "lone surrogate"),
+    ("lone surrogate in metadata key", _body(metadata={"\udfff": 1}), {}, "lone surrogate"),
 ]

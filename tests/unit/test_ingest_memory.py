@@ -107,6 +107,20 @@ def test_event_too_old_to_retry_is_dead_lettered_instead() -> None:
     assert "gave up" in attributes["error"]
 
 
+class _BuggyStore(MemoryStore):
+    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
+        raise RuntimeError("a bug, not an outage")
+
+
+def test_unexpected_error_is_retried_while_young_and_dead_lettered_when_old() -> None:
+    backends = Backends(_BuggyStore(), MemoryChannel(), MemoryDeadLetters())
+    with pytest.raises(RuntimeError):
+        ingest(_message(valid_event("u1"), age=1), backends, SETTINGS)
+    assert ingest(_message(valid_event("u1"), age=601), backends, SETTINGS) is Outcome.DEAD_LETTERED
+    [(_, attributes)] = backends.dead_letters.messages  # type: ignore[attr-defined]
+    assert "a bug, not an outage" in attributes["error"]
+
+
 def test_old_event_is_still_stored_when_nothing_fails() -> None:
     backends = _backends()
     assert ingest(_message(valid_event("u1"), age=10_000), backends, SETTINGS) is Outcome.STORED
