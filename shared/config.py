@@ -42,6 +42,8 @@ class Settings:
     sse_send_queue_size: int = 256
     cors_allowed_origins: tuple[str, ...] = ()
     demo_page: bool = False
+    # Bench only: POST /internal/bench/inject on the stream service (never on by default).
+    stream_bench_inject: bool = False
     log_level: str = "INFO"
     running_on_gcp: bool = False
 
@@ -148,6 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sse_send_queue_size=_integer(env, "SSE_SEND_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
         cors_allowed_origins=origins,
         demo_page=_flag(env, "DEMO_PAGE", not running_on_gcp),
+        stream_bench_inject=_flag(env, "STREAM_BENCH_INJECT", False),
         log_level=level,
         running_on_gcp=running_on_gcp,
     )

@@ -1,0 +1,192 @@
+"""The ASGI application of the stream service (Starlette)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from shared.backends import Backends, get_backends
+from shared.channel import ChannelMessage
+from shared.config import Settings, get_settings
+from shared.stream.endpoint import StreamEndpoint
+from shared.stream.history import History
+from shared.stream.http import ApiError, api_error_response, error_response
+from shared.stream.registry import ConnectionRegistry
+from shared.stream.service import StreamService
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+PREFIX = "/api/v1/notifications"
+MAX_INJECT_BYTES = 64 * 1024 * 1024
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "internal error")
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    if not settings.cors_allowed_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allowed_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Cache-Control"],
+            max_age=600,
+        )
+    ]
+
+
+def create_app(
+    settings: Settings | None = None,
+    backends: Backends | None = None,
+    registry: ConnectionRegistry | None = None,
+) -> Starlette:
+    """The stream service; backends and settings default to the process's (built lazily at startup)."""
+    settings = settings or get_settings()
+    holder: dict[str, StreamService] = {}
+
+    def service() -> StreamService:
+        return holder["service"]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        chosen = backends or await asyncio.to_thread(get_backends)
+        svc = StreamService(settings, chosen, registry)
+        holder["service"] = svc
+        app.state.service = svc
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    def history(name: str) -> Any:
+        # Routes are built before the service exists (it needs the running loop).
+        async def endpoint(request: Request) -> Response:
+            response: Response = await getattr(History(service()), name)(request)
+            return response
+
+        return endpoint
+
+    class Stream:
+        """A raw ASGI endpoint (Starlette treats plain functions as request handlers)."""
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await StreamEndpoint(service())(scope, receive, send)
+
+    async def health(request: Request) -> Response:
+        result = await service().health()
+        body = {
+            "status": result.status,
+            "checks": result.checks,
+            "instance_id": service().instance_id,
+            "streams": service().hub.count if service().hub is not None else 0,  # type: ignore[union-attr]
+        }
+        return JSONResponse(body, status_code=503 if result.status == "unavailable" else 200)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def client_js(request: Request) -> Response:
+        return FileResponse(WEB_DIR / "client.js", media_type="application/javascript")
+
+    async def demo(request: Request) -> Response:
+        return FileResponse(WEB_DIR / "demo.html", media_type="text/html")
+
+    async def inject(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_INJECT_BYTES:
+            raise ApiError(413, "payload_too_large", "injection batch too large")
+        messages = _decode_injected(body)
+        hub = service().hub
+        assert hub is not None
+        # The subscription's callback thread calls hub.receive; so does this, from a worker thread.
+        await asyncio.to_thread(lambda: [hub.receive(m) for m in messages])
+        return JSONResponse({"accepted": len(messages)})
+
+    routes: list[BaseRoute] = [
+        Route(f"{PREFIX}/stream", Stream(), methods=["GET"]),
+        Route(f"{PREFIX}/health", health, methods=["GET"]),
+        Route(f"{PREFIX}/client.js", client_js, methods=["GET"]),
+        Route(f"{PREFIX}/mark-read", history("mark_read"), methods=["POST"]),
+        Route(f"{PREFIX}/mark-unread", history("mark_unread"), methods=["POST"]),
+        Route(PREFIX, history("list"), methods=["GET"]),
+        Route(PREFIX, history("delete_all"), methods=["DELETE"]),
+        Route(f"{PREFIX}/{{notification_id}}", history("delete_one"), methods=["DELETE"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if settings.demo_page:
+        routes += [
+            Route("/demo", demo, methods=["GET"]),
+            Mount("/demo/static", StaticFiles(directory=WEB_DIR, check_dir=False)),
+        ]
+    if settings.stream_bench_inject:
+        logger.warning("STREAM_BENCH_INJECT is on: POST /internal/bench/inject accepts channel messages")
+        routes.append(Route("/internal/bench/inject", inject, methods=["POST"]))
+
+    return Starlette(
+        routes=routes,
+        middleware=_cors(settings),
+        exception_handlers={HTTPException: _http_error, ApiError: _api_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+
+
+def _decode_injected(body: bytes) -> list[ChannelMessage]:
+    import json
+
+    try:
+        items = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be a JSON array of channel messages") from None
+    if not isinstance(items, list):
+        raise ApiError(400, "bad_request", "body must be a JSON array of channel messages")
+    messages = []
+    for item in items:
+        try:
+            # Through the same decoding as a Pub/Sub message.
+            messages.append(ChannelMessage.decode(json.dumps(item).encode()))
+        except (ValueError, TypeError):
+            raise ApiError(400, "bad_request", "not a channel message: {user_id, type, data, sent_at}") from None
+    return messages

@@ -1,0 +1,163 @@
+"""``GET /api/v1/notifications/stream``: one user's live stream (SPEC section 4).
+
+A raw ASGI handler rather than a StreamingResponse: it batches every queued
+event into one write, watches the client's disconnect with a single pending
+``receive``, and can give up on a client that stopped reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from shared import ids
+from shared.errors import BackendUnavailable
+from shared.stream import metrics, sse
+from shared.stream.http import ApiError, api_error_response, authenticate, unavailable
+from shared.stream.session import StreamSession
+
+if TYPE_CHECKING:
+    from shared.stream.service import StreamService
+
+logger = logging.getLogger(__name__)
+
+# How long a client cut off as too slow gets to read its stream.closing before
+# the connection is dropped without it.
+SLOW_CONSUMER_GRACE_SECONDS = 5.0
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def _baseline_id(now: float) -> str:
+    """An id just below every notification persisted from ``now`` on (a few seconds of clock slack)."""
+    return f"{max(0, int((now - 5) * 1_000_000)):014x}" + "0" * 10
+
+
+class StreamEndpoint:
+    def __init__(self, service: StreamService) -> None:
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            session, deadline, reason = await self._open(request)
+        except ApiError as error:
+            metrics.CONNECTS_REJECTED.labels(error.code).inc()
+            await api_error_response(error)(scope, receive, send)
+            return
+        try:
+            await self._serve(session, deadline, reason, receive, send)
+        finally:
+            await self._service.forget(session)
+
+    async def _open(self, request: Request) -> tuple[StreamSession, float, str]:
+        service = self._service
+        settings = service.settings
+        claims = authenticate(request, settings)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id is None:
+            last_event_id = request.query_params.get("last_event_id")
+        if last_event_id is not None:
+            last_event_id = last_event_id.strip()
+            if not ids.is_valid_id(last_event_id):
+                raise ApiError(400, "bad_request", "Last-Event-ID must be a notification id (24 hex digits)")
+        hub = service.hub
+        if hub is None or hub.shutting_down:
+            raise unavailable("the service is shutting down")
+        now = time.time()
+        if claims.expires_at <= now:
+            raise ApiError(401, "token_expired", "token expired")
+        connection_id = uuid.uuid4().hex
+        try:
+            accepted = await asyncio.to_thread(service.registry.acquire, claims.user_id, connection_id)
+        except BackendUnavailable as exc:
+            logger.warning("connection registry unavailable", extra={"error": str(exc)})
+            raise unavailable("connection registry unavailable") from None
+        if not accepted:
+            raise ApiError(
+                429,
+                "too_many_connections",
+                f"at most {settings.sse_max_connections_per_user} live streams per user",
+                {"Retry-After": str(max(1, int(settings.sse_heartbeat_interval * 2)))},
+            )
+        session = StreamSession(claims.user_id, connection_id, settings.sse_send_queue_size, _baseline_id(now))
+        session.push(
+            sse.established(connection_id, claims.user_id, settings.sse_heartbeat_interval, settings.sse_retry_ms),
+            force=True,
+        )
+        # Registered before the replay query, so nothing published meanwhile is lost.
+        session.replaying = last_event_id is not None
+        hub.add(session)
+        if last_event_id is not None:
+            try:
+                await hub.replay(session, last_event_id, announce_truncation=True)
+            except BackendUnavailable as exc:
+                await service.forget(session)
+                logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
+                raise unavailable("notification store unavailable") from None
+            except BaseException:
+                await service.forget(session)
+                raise
+        if claims.expires_at < now + settings.sse_max_stream_seconds:
+            return session, claims.expires_at, "token_expired"
+        return session, now + settings.sse_max_stream_seconds, "max_duration"
+
+    async def _serve(self, session: StreamSession, deadline: float, reason: str, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        timer = loop.call_later(max(0.0, deadline - time.time()), session.close, reason)
+        abort_timer: list[asyncio.TimerHandle] = []
+
+        def abort() -> None:
+            if task is not None:
+                abort_timer.append(loop.call_later(SLOW_CONSUMER_GRACE_SECONDS, task.cancel))
+
+        session.set_abort(abort)
+
+        def disconnected(future: asyncio.Future[Message]) -> None:
+            if not future.cancelled():
+                session.close(None)
+
+        # The request body of a GET is empty; the next receive() completes when the client goes.
+        first = await receive()
+        watcher: asyncio.Future[Any] | None = None
+        if first.get("type") == "http.disconnect":
+            session.close(None)
+        else:
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(disconnected)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            while True:
+                await session.wakeup.wait()
+                session.wakeup.clear()
+                chunk = session.take()
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if session.done and not session.queue:
+                    break
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # A slow consumer that did not read its stream.closing in time, or
+            # the server stopping: returning without completing makes the server
+            # close the connection.
+            if not session.slow:
+                raise
+            logger.info("dropped a stream that stopped reading", extra={"connection_id": session.connection_id})
+        finally:
+            timer.cancel()
+            for handle in abort_timer:
+                handle.cancel()
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+            metrics.STREAMS_CLOSED.labels(session.closed_reason or "error").inc()

@@ -1,0 +1,144 @@
+"""The history API (SPEC section 5): list, mark read/unread, delete.
+
+Every call is scoped to the user of the token: the store is only ever asked
+for that user's documents, so no request can reach another user's data. Each
+change is published on the user's channel so all of that user's streams (every
+tab, every instance) update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from shared.channel import ChannelMessage, MessageType
+from shared.errors import BackendUnavailable
+from shared.ids import is_valid_id
+from shared.store import MAX_PAGE
+from shared.stream.http import ApiError, authenticate, json_body, unavailable
+
+if TYPE_CHECKING:
+    from shared.stream.service import StreamService
+
+logger = logging.getLogger(__name__)
+
+MAX_IDS_PER_CALL = 500
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 20
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", "limit must be a whole number from 1 to 100") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise ApiError(400, "bad_request", "limit must be a whole number from 1 to 100")
+    return value
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw is None or raw == "":
+        return False
+    lowered = raw.lower()
+    if lowered in {"true", "1"}:
+        return True
+    if lowered in {"false", "0"}:
+        return False
+    raise ApiError(400, "bad_request", f"{name} must be true or false")
+
+
+def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
+    """The ids a mark call names, or None for ``{"all": true}``."""
+    unknown = set(body) - {"notification_ids", "all"}
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+    if "all" in body:
+        if not allow_all or body["all"] is not True or "notification_ids" in body:
+            raise ApiError(400, "bad_request", 'use either {"notification_ids": [...]} or {"all": true}')
+        return None
+    ids = body.get("notification_ids")
+    if not isinstance(ids, list) or not ids:
+        raise ApiError(400, "bad_request", "notification_ids must be a non-empty array of ids")
+    if len(ids) > MAX_IDS_PER_CALL:
+        raise ApiError(400, "bad_request", f"at most {MAX_IDS_PER_CALL} notification_ids per call")
+    if not all(isinstance(i, str) and is_valid_id(i) for i in ids):
+        raise ApiError(400, "bad_request", "every notification id must be 24 lowercase hex digits")
+    return list(dict.fromkeys(ids))
+
+
+class History:
+    def __init__(self, service: StreamService) -> None:
+        self._service = service
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(function, *args)
+        except BackendUnavailable as exc:
+            logger.warning("store unavailable", extra={"error": str(exc)})
+            raise unavailable("notification store unavailable") from None
+
+    async def _announce(self, user_id: str, kind: MessageType, data: dict[str, Any]) -> None:
+        message = ChannelMessage(user_id, kind, data)
+        try:
+            await asyncio.to_thread(self._service.backends.channel.publish, message)
+        except BackendUnavailable as exc:
+            # The change is stored; open streams see it on their next reload.
+            logger.warning("could not announce a change on the channel", extra={"error": str(exc)})
+
+    async def list(self, request: Request) -> Response:
+        claims = authenticate(request, self._service.settings)
+        params = request.query_params
+        limit = _limit(params.get("limit"))
+        cursor = params.get("cursor") or None
+        if cursor is not None and not is_valid_id(cursor):
+            raise ApiError(400, "bad_request", "cursor must be a next_cursor returned by this API")
+        unread_only = _flag(params.get("unread_only"), "unread_only")
+        store = self._service.backends.store
+        page, unread = await asyncio.gather(
+            self._call(store.page, claims.user_id, limit, cursor, unread_only),
+            self._call(store.unread_count, claims.user_id),
+        )
+        return JSONResponse(
+            {
+                "notifications": [n.to_dict() for n in page.notifications],
+                "unread_count": unread,
+                "next_cursor": page.next_cursor,
+            }
+        )
+
+    async def _mark(self, request: Request, read: bool) -> Response:
+        claims = authenticate(request, self._service.settings)
+        ids = _ids(await json_body(request), allow_all=True)
+        changed: list[str] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
+        if changed:
+            await self._announce(claims.user_id, "notification.updated", {"ids": changed, "read": read})
+        return JSONResponse({"updated": len(changed)})
+
+    async def mark_read(self, request: Request) -> Response:
+        return await self._mark(request, True)
+
+    async def mark_unread(self, request: Request) -> Response:
+        return await self._mark(request, False)
+
+    async def delete_one(self, request: Request) -> Response:
+        claims = authenticate(request, self._service.settings)
+        notification_id = str(request.path_params["notification_id"])
+        if not is_valid_id(notification_id):
+            raise ApiError(400, "bad_request", "notification id must be 24 lowercase hex digits")
+        deleted = await self._call(self._service.backends.store.delete, claims.user_id, notification_id)
+        if not deleted:
+            raise ApiError(404, "not_found", "no such notification")
+        await self._announce(claims.user_id, "notification.deleted", {"ids": [notification_id]})
+        return Response(status_code=204)
+
+    async def delete_all(self, request: Request) -> Response:
+        claims = authenticate(request, self._service.settings)
+        deleted: int = await self._call(self._service.backends.store.delete_all, claims.user_id)
+        if deleted:
+            await self._announce(claims.user_id, "notification.deleted", {"all": True})
+        return JSONResponse({"deleted": deleted})

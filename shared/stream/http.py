@@ -1,0 +1,85 @@
+"""HTTP helpers shared by the stream and the history API: errors, auth, bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from shared.config import Settings
+from shared.errors import AuthError
+from shared.tokens import Claims, verify_token
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
+class ApiError(Exception):
+    """Answered as ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def api_error_response(error: ApiError) -> JSONResponse:
+    return error_response(error.status, error.code, error.message, error.headers)
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "unavailable", message, {"Retry-After": RETRY_AFTER_UNAVAILABLE})
+
+
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer`` or, for EventSource, of ``?token=``."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>'")
+        return value.strip()
+    token = request.query_params.get("token")
+    if not token:
+        raise ApiError(401, "unauthorized", "missing token (Authorization: Bearer, or ?token=)")
+    return token
+
+
+def authenticate(request: Request, settings: Settings) -> Claims:
+    try:
+        return verify_token(bearer_token(request), settings)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, read with a size limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > MAX_BODY_BYTES:
+                raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+        except ValueError:
+            raise ApiError(400, "bad_request", "invalid Content-Length") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    if not body:
+        raise ApiError(400, "bad_request", "a JSON body is required")
+    try:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "bad_request", "body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    return data

@@ -1,0 +1,242 @@
+"""What one stream-service process holds: backends, registry, hub, channel subscription.
+
+``start`` runs in the ASGI lifespan: it subscribes the instance to the channel
+(retrying in the background while Pub/Sub is unreachable), announces the
+instance in the registry, and starts the heartbeat loop. ``stop`` announces
+``shutdown`` on every stream, waits briefly for them to end, closes the
+subscription (which deletes it) and removes the instance record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from shared.backends import Backends
+from shared.channel import Subscription
+from shared.config import Settings
+from shared.errors import BackendUnavailable
+from shared.pubsub_channel import instance_subscription_id, new_instance_id
+from shared.stream.hub import Hub
+from shared.stream.registry import ConnectionRegistry, FirestoreRegistry, MemoryRegistry
+from shared.stream.session import StreamSession
+
+logger = logging.getLogger(__name__)
+
+_SUBSCRIBE_RETRY = (1.0, 2.0, 5.0, 10.0)
+HEALTH_CACHE_SECONDS = 5.0
+# Cloud Run allows 10 s between SIGTERM and SIGKILL; streams get most of it.
+SHUTDOWN_DRAIN_SECONDS = 5.0
+
+
+def build_registry(settings: Settings, backends: Backends, instance_id: str) -> ConnectionRegistry:
+    from shared.firestore_store import FirestoreStore
+
+    limit, interval = settings.sse_max_connections_per_user, settings.sse_heartbeat_interval
+    if isinstance(backends.store, FirestoreStore):
+        return FirestoreRegistry(
+            backends.store.client, instance_id, limit, interval, timeout=settings.backend_timeout_seconds
+        )
+    return MemoryRegistry(instance_id, limit, interval)
+
+
+@dataclass
+class Health:
+    status: str
+    checks: dict[str, str]
+    checked_at: float
+
+
+class StreamService:
+    def __init__(self, settings: Settings, backends: Backends, registry: ConnectionRegistry | None = None) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.instance_id = registry.instance_id if registry is not None else new_instance_id()
+        self.registry = registry or build_registry(settings, backends, self.instance_id)
+        self.hub: Hub | None = None
+        self.subscription: Subscription | None = None
+        self.registered = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._health: Health | None = None
+        self._health_lock: asyncio.Lock | None = None
+        self._stopped = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    # Lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.hub = Hub(self.backends.store, self.settings.sse_max_backlog_messages, loop)
+        self._health_lock = asyncio.Lock()
+        try:
+            await asyncio.to_thread(self._subscribe)
+        except Exception as exc:  # noqa: BLE001 - retried in the background below
+            logger.error("channel subscription failed at start; retrying", extra={"error": repr(exc)})
+            self._spawn(self._subscribe_until_done())
+        await self._register()
+        self._spawn(self._instance_heartbeats())
+        self._spawn(self._stream_heartbeats())
+        self._install_signal_handlers(loop)
+        logger.info(
+            "stream service started",
+            extra={"instance_id": self.instance_id, "backend": self.settings.backend},
+        )
+
+    def _subscription_path(self) -> str:
+        from shared.pubsub_channel import PubSubChannel
+
+        if isinstance(self.backends.channel, PubSubChannel):
+            return f"projects/{self.settings.project_id}/subscriptions/{instance_subscription_id(self.instance_id)}"
+        return ""
+
+    def _subscribe(self) -> None:
+        from shared.pubsub_channel import InstanceSubscription, PubSubChannel
+
+        hub = self.hub
+        assert hub is not None
+        channel = self.backends.channel
+        if isinstance(channel, PubSubChannel):
+            # The instance id names both the subscription and the registry record,
+            # so the cleanup function can delete the subscription of a dead instance.
+            self.subscription = InstanceSubscription(channel, hub.receive, hub.gap, self.instance_id)
+        else:
+            self.subscription = channel.subscribe(hub.receive, hub.gap)
+
+    async def _subscribe_until_done(self) -> None:
+        attempt = 0
+        while not self._stopped:
+            await asyncio.sleep(_SUBSCRIBE_RETRY[min(attempt, len(_SUBSCRIBE_RETRY) - 1)])
+            attempt += 1
+            try:
+                await asyncio.to_thread(self._subscribe)
+            except Exception as exc:  # noqa: BLE001 - keep trying until stopped
+                logger.warning("channel subscription still failing", extra={"error": repr(exc)})
+                continue
+            logger.info("channel subscription established late; replaying open streams")
+            if self.hub is not None:
+                self.hub.replay_all()
+            return
+
+    async def _register(self) -> None:
+        try:
+            await asyncio.to_thread(self.registry.start, self._subscription_path())
+            self.registered = True
+        except BackendUnavailable as exc:
+            logger.warning("instance registration failed; retrying", extra={"error": str(exc)})
+
+    async def _instance_heartbeats(self) -> None:
+        """One registry write per heartbeat interval for the whole instance."""
+        while not self._stopped:
+            await asyncio.sleep(self.settings.sse_heartbeat_interval)
+            if not self.registered:
+                await self._register()
+                continue
+            try:
+                await asyncio.to_thread(self.registry.heartbeat)
+            except BackendUnavailable as exc:
+                logger.warning("instance heartbeat failed", extra={"error": str(exc)})
+
+    async def _stream_heartbeats(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.settings.sse_heartbeat_interval)
+            if self.hub is not None:
+                self.hub.heartbeat()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Announce shutdown to the streams on SIGTERM/SIGINT, then let the server stop.
+
+        The server (uvicorn) waits for open responses before running the
+        lifespan shutdown, so streams must be told to end as soon as the signal
+        arrives, not in the lifespan.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            self._previous_handlers[sig] = previous
+
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.begin_shutdown)
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(sig, handler)
+
+    def begin_shutdown(self) -> None:
+        if self.hub is not None:
+            self.hub.shutdown()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        deadline = time.monotonic() + SHUTDOWN_DRAIN_SECONDS
+        while self.hub is not None and self.hub.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._stopped = True
+        for task in list(self._tasks):
+            task.cancel()
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            await asyncio.to_thread(subscription.close)
+        try:
+            await asyncio.to_thread(self.registry.stop)
+        except BackendUnavailable as exc:
+            logger.warning("could not remove the instance record", extra={"error": str(exc)})
+        for sig, previous in self._previous_handlers.items():
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(sig, previous)
+        logger.info("stream service stopped", extra={"instance_id": self.instance_id})
+
+    async def forget(self, session: StreamSession) -> None:
+        """A stream ended: stop routing to it and release its registry entry."""
+        session.close(None)
+        if self.hub is not None:
+            self.hub.remove(session)
+        if self.hub is not None and self.hub.shutting_down:
+            # The instance record is deleted at shutdown, which releases every
+            # entry at once; one transaction per stream would not fit in 10 s.
+            return
+        try:
+            await asyncio.to_thread(self.registry.release, session.user_id, session.connection_id)
+        except BackendUnavailable as exc:
+            # The entry stops counting when this instance goes; cleanup removes it.
+            logger.warning("could not release a connection record", extra={"error": str(exc)})
+
+    # Health ----------------------------------------------------------------------------
+    async def health(self) -> Health:
+        assert self._health_lock is not None
+        async with self._health_lock:
+            cached = self._health
+            if cached is not None and time.monotonic() - cached.checked_at < HEALTH_CACHE_SECONDS:
+                return cached
+            checks = await asyncio.to_thread(self._check)
+            if checks["store"] != "ok":
+                status = "unavailable"
+            elif any(value != "ok" for value in checks.values()):
+                status = "degraded"
+            else:
+                status = "healthy"
+            self._health = Health(status, checks, time.monotonic())
+            return self._health
+
+    def _check(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, ping in (("store", self.backends.store.ping), ("channel", self.backends.channel.ping)):
+            try:
+                ping()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure makes the check fail
+                checks[name] = f"error: {type(exc).__name__}"
+        subscription = self.subscription
+        checks["subscription"] = "ok" if subscription is not None and subscription.healthy() else "down"
+        checks["registry"] = "ok" if self.registered else "not registered"
+        return checks

@@ -1,0 +1,176 @@
+"""One open SSE stream: a bounded queue of encoded events and what it has sent.
+
+Everything here runs on the event loop thread; the channel's thread hands
+messages over through the hub. A stream's memory is bounded: at most
+``queue_size`` events wait to be written (beyond that the client is too slow
+and is cut off), at most ``RECENT_IDS`` ids are remembered for de-duplication,
+and at most ``queue_size`` live messages are buffered while a replay runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from shared.channel import ChannelMessage
+from shared.ids import is_valid_id
+from shared.stream import metrics, sse
+
+# Ids of the notifications sent recently on a stream. Ids from concurrent ingest
+# instances may arrive slightly out of order, so "id <= last" is not a safe
+# duplicate test; a bounded memory of exact ids is.
+RECENT_IDS = 512
+
+
+class RecentIds:
+    __slots__ = ("_order", "_set", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._set: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._set
+
+    def add(self, item: str) -> None:
+        if item in self._set:
+            return
+        self._set.add(item)
+        self._order.append(item)
+        if len(self._order) > self._size:
+            self._set.discard(self._order.popleft())
+
+
+class StreamSession:
+    """The state of one stream; the endpoint writes what ``queue`` holds."""
+
+    __slots__ = (
+        "_abort",
+        "baseline_id",
+        "closed_reason",
+        "connection_id",
+        "done",
+        "last_id",
+        "pending",
+        "queue",
+        "queue_size",
+        "recent",
+        "replaying",
+        "resync",
+        "slow",
+        "user_id",
+        "wakeup",
+    )
+
+    def __init__(self, user_id: str, connection_id: str, queue_size: int, baseline_id: str) -> None:
+        self.user_id = user_id
+        self.connection_id = connection_id
+        self.queue_size = queue_size
+        self.queue: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        self.recent = RecentIds(RECENT_IDS)
+        # Replay after a channel gap starts here: the newest id sent, else the connect time.
+        self.baseline_id = baseline_id
+        self.last_id: str | None = None
+        # While a replay runs, live messages wait here and are merged after it.
+        self.replaying = False
+        self.pending: list[tuple[ChannelMessage, bytes]] = []
+        self.resync = False
+        self.done = False
+        self.slow = False
+        self.closed_reason: str | None = None
+        self._abort: Callable[[], None] | None = None
+
+    @property
+    def replay_from(self) -> str:
+        return self.last_id or self.baseline_id
+
+    def set_abort(self, abort: Callable[[], None]) -> None:
+        self._abort = abort
+
+    # Live messages (from the hub) ------------------------------------------------
+    def offer(self, message: ChannelMessage, encoded: bytes) -> None:
+        if self.done:
+            return
+        if self.replaying:
+            if len(self.pending) >= self.queue_size:
+                # Too much arrived during the replay: drop it and replay again afterwards.
+                self.pending.clear()
+                self.resync = True
+            else:
+                self.pending.append((message, encoded))
+            return
+        self.emit(message, encoded)
+
+    def emit(self, message: ChannelMessage, encoded: bytes, *, replayed: bool = False) -> None:
+        if message.type == "notification":
+            notification_id = message.data.get("id")
+            if not isinstance(notification_id, str) or not is_valid_id(notification_id):
+                return
+            if notification_id in self.recent:
+                metrics.DUPLICATES_DROPPED.inc()
+                return
+            self.recent.add(notification_id)
+            if self.last_id is None or notification_id > self.last_id:
+                self.last_id = notification_id
+            (metrics.NOTIFICATIONS_REPLAYED if replayed else metrics.NOTIFICATIONS_DELIVERED).inc()
+        else:
+            metrics.CHANGES_DELIVERED.inc()
+        # A replay is bounded by the backlog, so it may exceed the live bound.
+        self.push(encoded, force=replayed)
+
+    def end_replay(self) -> list[tuple[ChannelMessage, bytes]] | None:
+        """Finish a replay round: the buffered live messages, or None when another round is needed."""
+        pending, self.pending = self.pending, []
+        if self.resync:
+            self.resync = False
+            return None
+        self.replaying = False
+        for message, encoded in pending:
+            self.emit(message, encoded)
+        return pending
+
+    # Queue -------------------------------------------------------------------------
+    def push(self, encoded: bytes, *, force: bool = False) -> None:
+        if self.done:
+            return
+        if not force and len(self.queue) >= self.queue_size:
+            self.cut_slow()
+            return
+        self.queue.append(encoded)
+        self.wakeup.set()
+
+    def heartbeat(self, encoded: bytes) -> None:
+        # A heartbeat never cuts a stream off; if the queue is full the client
+        # is already behind and the next real event decides.
+        if not self.done and len(self.queue) < self.queue_size:
+            self.queue.append(encoded)
+            self.wakeup.set()
+
+    def cut_slow(self) -> None:
+        if self.done:
+            return
+        self.slow = True
+        metrics.SLOW_CONSUMERS.inc()
+        self.queue.clear()
+        self.close("slow_consumer")
+        if self._abort is not None:
+            self._abort()
+
+    def close(self, reason: str | None) -> None:
+        """End the stream: ``reason`` is announced as stream.closing (None: the client left)."""
+        if self.done:
+            return
+        self.done = True
+        self.closed_reason = reason or "client_disconnected"
+        self.pending.clear()
+        if reason is not None:
+            self.queue.append(sse.closing(reason))
+        self.wakeup.set()
+
+    def take(self) -> bytes:
+        chunk = b"".join(self.queue)
+        self.queue.clear()
+        return chunk
