@@ -1,0 +1,352 @@
+"""The connection registry's leftovers: stale instances, their connections, orphan subscriptions.
+
+Layout (docs/firestore-layout.md):
+  stream_instances/{instance_id}  heartbeat_at, started_at, subscription, expire_at
+  connections/{user_id}           live: {connection_id: {instance, opened_at}}, instances: [...], updated_at
+
+An instance is *stale* when its ``heartbeat_at`` is older than SSE_CONNECTION_TIMEOUT
+and *missing* when it has no document.
+
+Orphan subscriptions. A ``stream-instance-*`` subscription whose instance
+document is missing may belong to an instance that is starting and has not
+written its document yet, so "missing now" is not enough to delete it. Pub/Sub
+tells nothing about a subscription's age (no creation time; the emulator does not
+even keep label updates), so cleanup remembers when it first saw one missing, in
+``cleanup_orphan_subscriptions/{subscription_id}`` (``missing_since``,
+``subscription``, ``expire_at``), and deletes the subscription only when a later
+run finds it still missing more than the timeout after that sighting. The
+sighting is dropped as soon as the instance document shows up or the
+subscription is gone. When cleanup itself deletes a stale instance but then
+fails to delete its subscription, it records the sighting as already old, so
+the next run removes it without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.cleanup import BudgetSpent, CleanupContext, backend
+from shared.cleanup_batch import create_all, delete_all, read_options
+from shared.pubsub_channel import INSTANCE_SUBSCRIPTION_PREFIX, instance_subscription_id
+
+logger = logging.getLogger(__name__)
+
+INSTANCES = "stream_instances"
+CONNECTIONS = "connections"
+SIGHTINGS = "cleanup_orphan_subscriptions"
+_PAGE = 100
+# Pass 2 looks at no more idle connection documents than this per run.
+_MAX_IDLE_SCAN = 2000
+_SIGHTING_RETENTION = timedelta(days=7)
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+FRESH, STALE, MISSING = "fresh", "stale", "missing"
+
+
+# --- pass 1: stale instances ------------------------------------------------
+
+
+def remove_stale_instances(ctx: CleanupContext) -> None:
+    while True:
+        ctx.budget.check()
+        query = (
+            ctx.firestore.collection(INSTANCES)
+            .where(filter=FieldFilter("heartbeat_at", "<", ctx.stale_before))
+            .order_by("heartbeat_at")
+            .limit(_PAGE)
+        )
+        with backend("query of stale instances"):
+            stale = list(query.stream(**read_options(ctx)))
+        if not stale:
+            return
+        cleared: list[Any] = []
+        spent: BudgetSpent | None = None
+        try:
+            for snapshot in stale:
+                ctx.budget.check()
+                if _clear_instance_connections(ctx, snapshot.id):
+                    cleared.append(snapshot)
+        except BudgetSpent as exc:
+            spent = exc  # still delete the instances already cleared: that work is done
+        deleted = _delete_instances(ctx, cleared)
+        if spent is not None:
+            raise spent
+        if len(stale) < _PAGE or deleted == 0:
+            return
+
+
+def _clear_instance_connections(ctx: CleanupContext, instance_id: str) -> bool:
+    """Remove the instance's entries from every connections document; False if some remain."""
+    while True:
+        ctx.budget.check()
+        query = (
+            ctx.firestore.collection(CONNECTIONS)
+            .where(filter=FieldFilter("instances", "array_contains", instance_id))
+            .limit(_PAGE)
+            .select([])
+        )
+        with backend("query of an instance's connections"):
+            refs = [snapshot.reference for snapshot in query.stream(**read_options(ctx))]
+        if not refs:
+            return True
+        changed = 0
+        for ref in refs:
+            ctx.budget.check()
+            removed = prune_connections(ctx, ref)
+            changed += removed > 0
+        if changed == 0:
+            # The instance is no longer stale (it came back): leave it and its entries.
+            return False
+
+
+def _delete_instances(ctx: CleanupContext, snapshots: list[Any]) -> int:
+    if not snapshots:
+        return 0
+    # Only if unchanged since read: an instance that heartbeated meanwhile stays.
+    items = [(s.reference, ctx.firestore.write_option(last_update_time=s.update_time)) for s in snapshots]
+    results = delete_all(ctx, items, "delete of stale instances")
+    deleted = 0
+    for snapshot, ok in zip(snapshots, results, strict=True):
+        if not ok:
+            continue
+        deleted += 1
+        path = _subscription_path(ctx, snapshot.id, (snapshot.to_dict() or {}).get("subscription"))
+        if delete_subscription(ctx, path):
+            ctx.report.add("subscriptions", 1)
+    ctx.report.add("instances", deleted)
+    if deleted:
+        logger.info("removed stale stream instances", extra={"instances": deleted})
+    return deleted
+
+
+def _subscription_path(ctx: CleanupContext, instance_id: str, named: object) -> str:
+    prefix = f"projects/{ctx.settings.project_id}/subscriptions/{INSTANCE_SUBSCRIPTION_PREFIX}"
+    # Never delete a subscription outside this project's instance subscriptions, whatever a document says.
+    if isinstance(named, str) and named.startswith(prefix) and "/" not in named[len(prefix) :]:
+        return named
+    return f"projects/{ctx.settings.project_id}/subscriptions/{instance_subscription_id(instance_id)}"
+
+
+def delete_subscription(ctx: CleanupContext, path: str) -> bool:
+    """Delete one subscription; False when it was already gone or could not be deleted now."""
+    try:
+        ctx.subscriber.delete_subscription(request={"subscription": path}, timeout=ctx.timeout())
+    except gexc.NotFound:
+        return False
+    except gexc.GoogleAPIError as exc:
+        logger.warning(
+            "could not delete a stream-instance subscription", extra={"subscription": path, "error": repr(exc)}
+        )
+        # Its instance document is gone now: make the orphan pass remove it without the grace period.
+        ref = ctx.firestore.collection(SIGHTINGS).document(path.rsplit("/", 1)[-1])
+        with backend("record of an undeleted subscription"):
+            ref.set(_sighting(ctx, path, _LONG_AGO), timeout=ctx.timeout())
+        return False
+    return True
+
+
+# --- connections: one transaction per document ---------------------------------
+
+
+def instance_states(ctx: CleanupContext, instance_ids: Iterable[str], transaction: Any = None) -> dict[str, str]:
+    ids = sorted(set(instance_ids))
+    if not ids:
+        return {}
+    refs = [ctx.firestore.collection(INSTANCES).document(i) for i in ids]
+    states = dict.fromkeys(ids, MISSING)
+    kwargs: dict[str, Any] = {"field_paths": ["heartbeat_at"]}
+    if transaction is not None:
+        kwargs["transaction"] = transaction
+    else:
+        kwargs.update(read_options(ctx))
+    for snapshot in ctx.firestore.get_all(refs, **kwargs):
+        if snapshot.exists:
+            heartbeat = (snapshot.to_dict() or {}).get("heartbeat_at")
+            fresh = isinstance(heartbeat, datetime) and heartbeat >= ctx.stale_before
+            states[snapshot.id] = FRESH if fresh else STALE
+    return states
+
+
+def entries_to_remove(live: dict[str, Any], states: dict[str, str], stale_before: datetime) -> list[str]:
+    """Connection ids whose instance is stale, or missing and opened before ``stale_before``.
+
+    A malformed entry (not a map, no instance) counts for nothing and goes too.
+    """
+    doomed = []
+    for connection_id, entry in live.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("instance"), str):
+            doomed.append(connection_id)
+            continue
+        state = states.get(entry["instance"], MISSING)
+        opened = entry.get("opened_at")
+        old = not isinstance(opened, datetime) or opened < stale_before
+        if state == STALE or (state == MISSING and old):
+            doomed.append(connection_id)
+    return doomed
+
+
+def prune_connections(ctx: CleanupContext, ref: Any) -> int:
+    """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty."""
+
+    @firestore.transactional  # type: ignore[misc]
+    def prune(transaction: Any) -> int:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            return 0
+        data = snapshot.to_dict() or {}
+        live = _live(data)
+        instances = {e["instance"] for e in live.values() if isinstance(e, dict) and isinstance(e.get("instance"), str)}
+        states = instance_states(ctx, instances, transaction)
+        doomed = entries_to_remove(live, states, ctx.stale_before)
+        if not doomed and live:
+            return 0
+        kept = {cid: entry for cid, entry in live.items() if cid not in doomed}
+        if kept:
+            transaction.update(
+                ref,
+                {
+                    "live": kept,
+                    "instances": sorted({entry["instance"] for entry in kept.values()}),
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                },
+            )
+        else:
+            transaction.delete(ref)
+        return len(doomed)
+
+    with backend("connection pruning"):
+        removed = int(prune(ctx.firestore.transaction(max_attempts=5)))
+    ctx.report.add("connections", removed)
+    return removed
+
+
+# --- pass 2: idle connection documents --------------------------------------------
+
+
+def remove_orphan_connections(ctx: CleanupContext) -> None:
+    """Entries left by instances that are gone without cleanup seeing them stale.
+
+    Only documents not written for longer than the timeout can hold such
+    entries; each page is judged with one read of the instances it names, and
+    only documents with something to remove are touched (in a transaction).
+    """
+    cursor = None
+    scanned = 0
+    while scanned < _MAX_IDLE_SCAN:
+        ctx.budget.check()
+        query = (
+            ctx.firestore.collection(CONNECTIONS)
+            .where(filter=FieldFilter("updated_at", "<", ctx.stale_before))
+            .order_by("updated_at")
+            .limit(_PAGE)
+        )
+        if cursor is not None:
+            query = query.start_after(cursor)
+        with backend("query of idle connections"):
+            page = list(query.stream(**read_options(ctx)))
+            if not page:
+                return
+            lives = {s.id: _live(s.to_dict() or {}) for s in page}
+            named = {e["instance"] for live in lives.values() for e in live.values() if _has_instance(e)}
+            states = instance_states(ctx, named)
+        for snapshot in page:
+            live = lives[snapshot.id]
+            if not live or entries_to_remove(live, states, ctx.stale_before):
+                ctx.budget.check()
+                prune_connections(ctx, snapshot.reference)
+        scanned += len(page)
+        cursor = page[-1]
+        if len(page) < _PAGE:
+            return
+
+
+def _live(data: dict[str, Any]) -> dict[str, Any]:
+    live = data.get("live")
+    return live if isinstance(live, dict) else {}
+
+
+def _has_instance(entry: object) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
+
+
+# --- pass 4: orphan subscriptions ----------------------------------------------------
+
+
+def _sighting(ctx: CleanupContext, path: str, missing_since: datetime) -> dict[str, Any]:
+    return {"subscription": path, "missing_since": missing_since, "expire_at": ctx.now + _SIGHTING_RETENTION}
+
+
+def remove_orphan_subscriptions(ctx: CleanupContext) -> None:
+    ctx.budget.check()
+    prefix = f"projects/{ctx.settings.project_id}/subscriptions/{INSTANCE_SUBSCRIPTION_PREFIX}"
+    with backend("list of subscriptions"):
+        paths = [
+            sub.name
+            for sub in ctx.subscriber.list_subscriptions(
+                request={"project": f"projects/{ctx.settings.project_id}"}, timeout=ctx.timeout()
+            )
+            if sub.topic == ctx.topic_path and sub.name.startswith(prefix)
+        ]
+    for start in range(0, len(paths), _PAGE):
+        ctx.budget.check()
+        _judge_subscriptions(ctx, paths[start : start + _PAGE], len(prefix))
+    ctx.budget.check()
+    _forget_sightings(ctx, {path.rsplit("/", 1)[-1] for path in paths})
+
+
+def _judge_subscriptions(ctx: CleanupContext, paths: list[str], prefix_length: int) -> None:
+    by_instance = {path[prefix_length:]: path for path in paths}
+    with backend("read of instances and sightings"):
+        states = instance_states(ctx, by_instance)
+        sighting_refs = {
+            i: ctx.firestore.collection(SIGHTINGS).document(p.rsplit("/", 1)[-1]) for i, p in by_instance.items()
+        }
+        sightings = {
+            s.id: (s.to_dict() or {})
+            for s in ctx.firestore.get_all(list(sighting_refs.values()), **read_options(ctx))
+            if s.exists
+        }
+    to_record: list[tuple[Any, dict[str, Any]]] = []
+    to_forget: list[Any] = []
+    for instance_id, path in by_instance.items():
+        ref = sighting_refs[instance_id]
+        seen = sightings.get(ref.id)
+        state = states[instance_id]
+        if state != MISSING:
+            # Present: alive, or stale and pass 1's to remove with its connections.
+            if seen is not None:
+                to_forget.append(ref)
+            continue
+        if seen is None:
+            to_record.append((ref, _sighting(ctx, path, ctx.now)))
+            continue
+        since = seen.get("missing_since")
+        if isinstance(since, datetime) and since < ctx.stale_before:
+            ctx.budget.check()
+            if delete_subscription(ctx, path):
+                ctx.report.add("subscriptions", 1)
+                logger.info("removed an orphan stream-instance subscription", extra={"subscription": path})
+            to_forget.append(ref)
+    if to_record:
+        create_all(ctx, to_record, "record of orphan subscriptions")
+    if to_forget:
+        delete_all(ctx, [(ref, None) for ref in to_forget], "delete of orphan sightings")
+
+
+def _forget_sightings(ctx: CleanupContext, listed: set[str]) -> None:
+    """Drop sightings of subscriptions that no longer exist (Pub/Sub expired them, or an instance deleted its own)."""
+    with backend("read of orphan sightings"):
+        refs = [
+            s.reference
+            for s in ctx.firestore.collection(SIGHTINGS).select([]).limit(500).stream(**read_options(ctx))
+            if s.id not in listed
+        ]
+    if refs:
+        delete_all(ctx, [(ref, None) for ref in refs], "delete of old orphan sightings")

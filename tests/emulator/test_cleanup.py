@@ -1,0 +1,263 @@
+"""The cleanup function against the Firestore and Pub/Sub emulators.
+
+Every test works in a Firestore/Pub/Sub project of its own, so the counts it
+asserts are exact whatever other tests left in the shared emulators.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from google.cloud import firestore, pubsub_v1
+
+from devtools.emulators import free_port
+from shared.cleanup import CleanupReport, run_cleanup
+from shared.cleanup_registry import SIGHTINGS
+from shared.config import Settings, load_settings
+from shared.pubsub_channel import ensure_topics, instance_subscription_id
+from tests.conftest import EmulatorPair
+from tests.support.processes import start_function
+
+TIMEOUT = 300  # SSE_CONNECTION_TIMEOUT of these tests (the default)
+
+
+@dataclass
+class World:
+    """One test's private project on the emulators, with helpers to seed it."""
+
+    project: str
+    settings: Settings
+    db: Any
+    subscriber: Any
+    now: datetime
+
+    def env(self) -> dict[str, str]:
+        return {"GOOGLE_CLOUD_PROJECT": self.project, "SSE_CONNECTION_TIMEOUT": str(TIMEOUT)}
+
+    def ago(self, seconds: float) -> datetime:
+        return self.now - timedelta(seconds=seconds)
+
+    def subscription(self, instance_id: str) -> str:
+        path = f"projects/{self.project}/subscriptions/{instance_subscription_id(instance_id)}"
+        self.subscriber.create_subscription(
+            request={"name": path, "topic": f"projects/{self.project}/topics/{self.settings.notifications_topic}"}
+        )
+        return path
+
+    def instance(self, instance_id: str, heartbeat_age: float) -> str:
+        path = self.subscription(instance_id)
+        self.db.collection("stream_instances").document(instance_id).set(
+            {
+                "heartbeat_at": self.ago(heartbeat_age),
+                "started_at": self.ago(heartbeat_age + 60),
+                "subscription": path,
+                "expire_at": self.ago(heartbeat_age) + timedelta(days=1),
+            }
+        )
+        return path
+
+    def connections(self, user_id: str, entries: dict[str, tuple[str, float]], updated_age: float = 0) -> None:
+        live = {cid: {"instance": inst, "opened_at": self.ago(age)} for cid, (inst, age) in entries.items()}
+        self.db.collection("connections").document(user_id).set(
+            {"live": live, "instances": sorted({i for i, _ in entries.values()}), "updated_at": self.ago(updated_age)}
+        )
+
+    def notification(self, user_id: str, expired: bool) -> None:
+        expire_at = self.ago(3600) if expired else self.now + timedelta(days=30)
+        user = self.db.collection("users").document(user_id)
+        doc_id = uuid.uuid4().hex[:24]
+        user.collection("notifications").document(doc_id).set({"id": doc_id, "expire_at": expire_at, "read": False})
+        user.collection("event_keys").document(uuid.uuid4().hex).set(
+            {"notification_id": doc_id, "expire_at": expire_at}
+        )
+
+    def live_entries(self, user_id: str) -> dict[str, Any] | None:
+        snapshot = self.db.collection("connections").document(user_id).get()
+        return snapshot.to_dict() if snapshot.exists else None
+
+    def subscriptions(self) -> set[str]:
+        return {
+            s.name.rsplit("/", 1)[-1]
+            for s in self.subscriber.list_subscriptions(request={"project": f"projects/{self.project}"})
+        }
+
+    def count(self, group: str) -> int:
+        return len(list(self.db.collection_group(group).select([]).stream()))
+
+    def run(self, budget: float = 30.0, **kwargs: Any) -> CleanupReport:
+        return run_cleanup(self.db, self.subscriber, self.settings, budget, **kwargs)
+
+
+@pytest.fixture
+def world(emulators: EmulatorPair) -> Iterator[World]:
+    project = f"cleanup-{uuid.uuid4().hex[:10]}"
+    settings = load_settings({**os.environ, "GOOGLE_CLOUD_PROJECT": project, "SSE_CONNECTION_TIMEOUT": str(TIMEOUT)})
+    ensure_topics(project, [settings.notifications_topic])
+    db = firestore.Client(project=project)
+    subscriber = pubsub_v1.SubscriberClient()
+    yield World(project, settings, db, subscriber, datetime.now(UTC))
+    subscriber.close()
+    db.close()
+
+
+def seed_mixed(world: World) -> None:
+    """Stale and fresh of every kind; the comments say what must survive."""
+    world.instance("fresh-1", heartbeat_age=10)  # stays, with its subscription
+    world.instance("stale-1", heartbeat_age=TIMEOUT * 3)  # goes, with its subscription
+    world.connections("u1", {"c1": ("fresh-1", 5000), "c2": ("stale-1", 900)})  # c2 goes
+    world.connections("u2", {"c3": ("stale-1", 900)})  # the whole document goes
+    # Idle document: c4's instance vanished long ago (goes); c5's instance is just starting (stays).
+    world.connections("u3", {"c4": ("vanished", 900), "c5": ("starting", 5)}, updated_age=900)
+    world.connections("u4", {"c6": ("fresh-1", 900)}, updated_age=900)  # live, stays
+    for _ in range(3):
+        world.notification("u1", expired=True)
+    for _ in range(2):
+        world.notification("u1", expired=False)
+    world.subscription("orphan-old")  # no instance document, seen missing long ago: goes
+    world.db.collection(SIGHTINGS).document(instance_subscription_id("orphan-old")).set(
+        {"missing_since": world.ago(TIMEOUT * 2), "subscription": "x", "expire_at": world.now + timedelta(days=1)}
+    )
+    world.subscription("orphan-new")  # no instance document yet, never seen: stays this run
+
+
+def test_only_stale_old_and_orphan_things_go(world: World) -> None:
+    seed_mixed(world)
+
+    report = world.run()
+
+    assert report.complete is True
+    assert report.removed == {"instances": 1, "connections": 3, "notifications": 3, "event_keys": 3, "subscriptions": 2}
+    instances = {s.id for s in world.db.collection("stream_instances").stream()}
+    assert instances == {"fresh-1"}
+    u1 = world.live_entries("u1")
+    assert u1 is not None and set(u1["live"]) == {"c1"} and u1["instances"] == ["fresh-1"]
+    assert world.live_entries("u2") is None
+    u3 = world.live_entries("u3")
+    assert u3 is not None and set(u3["live"]) == {"c5"} and u3["instances"] == ["starting"]
+    u4 = world.live_entries("u4")
+    assert u4 is not None and set(u4["live"]) == {"c6"}
+    assert world.count("notifications") == 2 and world.count("event_keys") == 2
+    assert world.subscriptions() == {instance_subscription_id(i) for i in ("fresh-1", "orphan-new")}
+    # The new orphan is now remembered as missing, not deleted.
+    sighting = world.db.collection(SIGHTINGS).document(instance_subscription_id("orphan-new")).get()
+    assert sighting.exists and sighting.get("missing_since") >= world.now - timedelta(seconds=1)
+
+    again = world.run()
+    assert again.complete is True
+    assert sum(again.removed.values()) == 0, "a second run finds nothing left to remove"
+
+    # Once seen missing for longer than the timeout, the orphan goes (a later run's clock).
+    later = world.run(now=datetime.now(UTC) + timedelta(seconds=TIMEOUT + 5))
+    assert later.removed["subscriptions"] >= 2  # orphan-new, and fresh-1's (stale by then)
+    assert instance_subscription_id("orphan-new") not in world.subscriptions()
+
+
+def test_an_instance_starting_without_its_document_keeps_its_subscription_until_the_grace_ends(world: World) -> None:
+    world.subscription("booting")
+    assert world.run().removed["subscriptions"] == 0
+    # It writes its document within the grace period: the sighting is dropped, the subscription kept.
+    world.db.collection("stream_instances").document("booting").set({"heartbeat_at": datetime.now(UTC)})
+    assert world.run(now=datetime.now(UTC) + timedelta(seconds=10)).removed["subscriptions"] == 0
+    assert not world.db.collection(SIGHTINGS).document(instance_subscription_id("booting")).get().exists
+    assert instance_subscription_id("booting") in world.subscriptions()
+
+
+def test_a_zero_budget_returns_a_valid_report_and_deletes_nothing(world: World) -> None:
+    seed_mixed(world)
+
+    report = world.run(budget=0)
+
+    body = json.loads(json.dumps(report.to_dict()))
+    assert body["complete"] is False
+    assert body["removed"] == dict.fromkeys(
+        ("instances", "connections", "notifications", "event_keys", "subscriptions"), 0
+    )
+    assert isinstance(body["elapsed_seconds"], float)
+    assert world.count("notifications") == 5
+    assert {s.id for s in world.db.collection("stream_instances").stream()} == {"fresh-1", "stale-1"}
+    assert set((world.live_entries("u1") or {})["live"]) == {"c1", "c2"}
+
+
+def test_two_concurrent_runs_both_succeed_and_remove_each_thing_once(world: World) -> None:
+    stale = [f"stale-{i}" for i in range(12)]
+    for instance_id in stale:
+        world.instance(instance_id, heartbeat_age=TIMEOUT * 2)
+    for user in range(20):
+        world.connections(f"user-{user}", {f"c{user}-{k}": (stale[(user + k) % len(stale)], 900) for k in range(2)})
+    for _ in range(120):
+        world.notification(f"user-{uuid.uuid4().hex[:4]}", expired=True)
+
+    reports: list[CleanupReport] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            reports.append(world.run(budget=60))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == [] and len(reports) == 2
+    assert all(r.complete for r in reports)
+    total = {key: sum(r.removed[key] for r in reports) for key in reports[0].removed}
+    assert total == {"instances": 12, "connections": 40, "notifications": 120, "event_keys": 120, "subscriptions": 12}
+    assert list(world.db.collection("stream_instances").stream()) == []
+    assert list(world.db.collection("connections").stream()) == []
+    assert world.subscriptions() == set()
+
+
+def test_the_function_over_http_reports_counts_and_logs_the_trace(world: World, emulators: EmulatorPair) -> None:
+    seed_mixed(world)
+    server = start_function(
+        "functions/cleanup/main.py", "cleanup", {**emulators.env(), **world.env()}, signature="http"
+    )
+    try:
+        trace_id = uuid.uuid4().hex
+        zero = httpx.get(f"{server.url}/?budget_seconds=0", timeout=30)
+        assert zero.status_code == 200 and zero.json()["complete"] is False
+        assert sum(zero.json()["removed"].values()) == 0
+
+        bad = httpx.post(f"{server.url}/?budget_seconds=soon", timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_budget"
+
+        response = httpx.post(
+            server.url, json={"budget_seconds": 30}, headers={"X-Cloud-Trace-Context": f"{trace_id}/1;o=1"}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        body = response.json()
+        assert body["complete"] is True
+        assert body["removed"]["instances"] == 1 and body["removed"]["notifications"] == 3
+        assert body["removed"]["subscriptions"] == 2
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line.get("message") == "cleanup run finished"]
+    assert finished and all("severity" in line for line in lines)
+    assert finished[-1]["logging.googleapis.com/trace"] == f"projects/{world.project}/traces/{trace_id}"
+
+
+def test_backend_unavailable_answers_503_json(world: World, emulators: EmulatorPair) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**emulators.env(), **world.env(), "FIRESTORE_EMULATOR_HOST": dead, "BACKEND_TIMEOUT_SECONDS": "1"}
+    server = start_function("functions/cleanup/main.py", "cleanup", env, signature="http")
+    try:
+        response = httpx.get(f"{server.url}/?budget_seconds=5", timeout=60)
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "backend_unavailable"
