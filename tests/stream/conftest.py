@@ -1,0 +1,117 @@
+"""Stream-service fixtures: the service as a real uvicorn subprocess, tokens, publishing helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.cli import publish_event
+from devtools.emulators import free_port
+from shared.config import Settings, load_settings
+from shared.tokens import mint_token
+from tests.conftest import EmulatorPair
+from tests.emulator.conftest import (  # noqa: F401 - fixtures re-exported for this folder
+    ingest_server,
+    push_subscription,
+    settings,
+    user_id,
+)
+from tests.support.events import valid_event
+from tests.support.processes import ROOT, ServerProcess, start_process
+from tests.support.pubsub import PullSubscription
+from tests.support.waiting import wait_for
+
+SECRET = "stream-test-secret-0123456789abcdefghij"
+HEARTBEAT = 1.0
+BACKLOG = 8
+
+# Short intervals so closing, limits and heartbeats are quick to observe.
+BASE_ENV = {
+    "JWT_SECRET": SECRET,
+    "SSE_HEARTBEAT_INTERVAL": str(HEARTBEAT),
+    "SSE_MAX_BACKLOG_MESSAGES": str(BACKLOG),
+    "SSE_MAX_CONNECTIONS_PER_USER": "3",
+    "SSE_RETRY_MS": "1000",
+    "BACKEND_TIMEOUT_SECONDS": "5",
+    "LOG_LEVEL": "INFO",
+    "DEMO_PAGE": "off",
+}
+
+
+def start_stream_service(env: dict[str, str], port: int | None = None) -> ServerProcess:
+    """The service exactly as documented: ``python -m uvicorn functions.stream.main:app``."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "functions.stream.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        "8",
+    ]
+    full_env = {**os.environ, **BASE_ENV, **env, "PYTHONPATH": str(ROOT)}
+    server = start_process(command, full_env, port)
+    wait_for(lambda: _healthy(server), 30, what="stream service health")
+    return server
+
+
+def _healthy(server: ServerProcess) -> bool:
+    try:
+        return httpx.get(f"{server.url}/api/v1/notifications/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def token_for(user: str, ttl: float = 600, **extra: Any) -> str:
+    return mint_token(user, load_settings({"JWT_SECRET": SECRET}), ttl_seconds=ttl, extra=extra or None)
+
+
+@pytest.fixture(scope="package")
+def stream_server(emulators_session: EmulatorPair, settings: Settings) -> Iterator[ServerProcess]:  # noqa: F811
+    server = start_stream_service(emulators_session.env())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_user() -> Callable[[], str]:
+    return lambda: f"user-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def publish(settings: Settings, push_subscription: PullSubscription) -> Callable[..., str]:  # noqa: F811
+    """Publish a content event for ``user`` to CONTENT_EVENTS_TOPIC (the ingest function stores it)."""
+
+    def send(user: str, **overrides: Any) -> str:
+        return publish_event(settings.project_id, settings.content_events_topic, valid_event(user, **overrides))
+
+    return send
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def stored_ids(server: ServerProcess, token: str) -> list[str]:
+    """The user's notification ids, oldest first, through the history API."""
+    response = httpx.get(f"{server.url}/api/v1/notifications", params={"limit": "100"}, headers=auth(token), timeout=10)
+    response.raise_for_status()
+    return sorted(n["id"] for n in response.json()["notifications"])
+
+
+def wait_stored(server: ServerProcess, token: str, count: int, timeout: float = 30.0) -> list[str]:
+    return wait_for(
+        lambda: (lambda ids: ids if len(ids) >= count else None)(stored_ids(server, token)),
+        timeout,
+        what=f"{count} stored notifications",
+    )
