@@ -1,0 +1,95 @@
+"""SSE_MAX_CONNECTIONS_PER_USER across instances, on the Firestore registry (docs/firestore-layout.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from google.cloud import firestore
+
+from shared.config import Settings
+from tests.stream.conftest import HEARTBEAT, token_for
+from tests.support.processes import ServerProcess
+from tests.support.sse import EventStream
+from tests.support.waiting import wait_for
+
+STREAM = "/api/v1/notifications/stream"
+
+
+def _connections(settings: Settings, user: str) -> dict[str, object]:
+    snapshot = firestore.Client(project=settings.project_id).collection("connections").document(user).get()
+    return snapshot.to_dict() or {}
+
+
+def test_the_fourth_stream_is_refused_until_one_closes(
+    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    token = token_for(user)
+    streams = [EventStream(stream_server.url + STREAM, token=token) for _ in range(3)]
+    try:
+        for stream in streams:
+            assert stream.status == 200
+            stream.wait_event("connection.established")
+        record = _connections(settings, user)
+        assert len(record["live"]) == 3  # type: ignore[arg-type]
+        fourth = EventStream(stream_server.url + STREAM, token=token)
+        assert fourth.status == 429
+        assert fourth.error["error"]["code"] == "too_many_connections"
+        assert int(fourth.headers["retry-after"]) >= 1
+
+        streams.pop().close()
+        # The disconnect releases the entry (one transaction); then a new stream fits.
+        wait_for(lambda: len(_connections(settings, user).get("live", {})) == 2, 10, what="release")  # type: ignore[arg-type]
+        replacement = EventStream(stream_server.url + STREAM, token=token)
+        streams.append(replacement)
+        assert replacement.status == 200
+    finally:
+        for stream in streams:
+            stream.close()
+    wait_for(lambda: not _connections(settings, user), 10, what="the record to be deleted when empty")
+
+
+def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
+    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    token = token_for(user)
+    client = firestore.Client(project=settings.project_id)
+    now = datetime.now(UTC)
+    # A crashed instance: its heartbeat is recent now, then never again.
+    client.collection("stream_instances").document("crashed-instance").set(
+        {"heartbeat_at": now, "started_at": now - timedelta(hours=1), "subscription": "", "expire_at": now}
+    )
+    client.collection("connections").document(user).set(
+        {
+            "live": {f"dead-{i}": {"instance": "crashed-instance", "opened_at": now} for i in range(3)},
+            "instances": ["crashed-instance"],
+            "updated_at": now,
+        }
+    )
+    refused = EventStream(stream_server.url + STREAM, token=token)
+    assert refused.status == 429  # the crashed instance still counts while its heartbeat is fresh
+    # "In time": within two heartbeat intervals of its last heartbeat (plus slack for a busy machine).
+    stream = wait_for(
+        lambda: (lambda s: s if s.status == 200 else None)(EventStream(stream_server.url + STREAM, token=token)),
+        timeout=2 * HEARTBEAT + 4,
+        interval=0.25,
+        what="the dead instance's entries to stop counting",
+    )
+    try:
+        live = _connections(settings, user)["live"]
+        # The connect transaction dropped the dead entries in the same write.
+        assert next(iter(live.values()))["instance"] != "crashed-instance" and len(live) == 1  # type: ignore[attr-defined]
+    finally:
+        stream.close()
+
+
+def test_an_instance_record_is_kept_fresh(stream_server: ServerProcess, settings: Settings) -> None:
+    health = httpx.get(f"{stream_server.url}/api/v1/notifications/health").json()
+    ref = firestore.Client(project=settings.project_id).collection("stream_instances").document(health["instance_id"])
+    first = ref.get().to_dict()
+    assert first is not None
+    assert first["subscription"].endswith(f"/subscriptions/stream-instance-{health['instance_id']}")
+    wait_for(lambda: ref.get().to_dict()["heartbeat_at"] > first["heartbeat_at"], 4 * HEARTBEAT, what="heartbeat")
