@@ -103,6 +103,8 @@ export class NotificationClient {
     this.running = false;
     this.everConnected = false;
     this.historyLoaded = false;
+    /** Whether older notifications than the loaded ones exist (see loadMore). */
+    this.hasMore = false;
     this.timers = { retry: 0, watchdog: 0, refresh: 0 };
   }
 
@@ -144,6 +146,7 @@ export class NotificationClient {
     const newest = list.length ? list[0].id : "";
     const oldest = list.length ? list[list.length - 1].id : "";
     const complete = page.next_cursor == null;
+    if (!this.historyLoaded || complete) this.hasMore = !complete;
     for (const [id] of this.byId) {
       // Anything inside the page's range that the page does not hold was deleted meanwhile.
       if (id <= newest && (complete || id >= oldest)) this.byId.delete(id);
@@ -164,6 +167,7 @@ export class NotificationClient {
     const cursor = list.length ? list[list.length - 1].id : "";
     const page = await this.request("GET", `?limit=${this.options.pageSize}&cursor=${encodeURIComponent(cursor)}`);
     for (const n of page.notifications) if (!this.byId.has(n.id)) this.byId.set(n.id, n);
+    this.hasMore = page.next_cursor != null;
     this._changed();
     return page;
   }

@@ -97,7 +97,7 @@ function render(notifications, unreadCount) {
   const groups = cards(notifications);
   list.replaceChildren(...groups.map(card));
   $(".empty").hidden = groups.length > 0;
-  $(".more").hidden = notifications.length < 20;
+  $(".more").hidden = !client.hasMore;
   if (focused) {
     const again = list.querySelector(`li[data-key="${CSS.escape(focused[0] ?? "")}"] [data-action="${focused[1]}"]`);
     (again ?? bell).focus();
@@ -218,7 +218,8 @@ panel.addEventListener("keydown", (event) => {
   }
 });
 document.addEventListener("click", (event) => {
-  if (!panel.hidden && !(event.target instanceof Node && $(".bell-wrap").contains(event.target))) setOpen(false);
+  // composedPath: a click may re-render (and so detach) the button it landed on.
+  if (!panel.hidden && !event.composedPath().includes($(".bell-wrap"))) setOpen(false);
 });
 panel.querySelector('[data-action="mark-all-read"]').addEventListener("click", () => act(client.markAllRead()));
 panel.querySelector('[data-action="clear-all"]').addEventListener("click", () => act(client.clearAll()));
