@@ -1,0 +1,189 @@
+"""make bench: fan-out of our stream service vs nginx+nchan, the full pipeline on the emulators, and cost.
+
+    python -m bench.run            # full, under 10 minutes on 2 cores
+    python -m bench.run --quick    # the same shape at a tenth of the load, under 2 minutes
+    python -m bench.run --only fanout|pipeline --loads a,c --targets stream,nchan
+
+Writes bench/results.json, bench/results.md and bench/fanout_latency.png (or
+the paths given). Nothing is asserted: the figures are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.fanout import FULL_LOADS, QUICK_LOADS, Load, Outcome, run_load
+from bench.loadgen import raise_open_files_limit
+from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service, stream_service_available
+
+logger = logging.getLogger("bench")
+
+BENCH_JWT_SECRET = "bench-secret-not-for-production-0123456789abcdef"
+HEARTBEAT_SECONDS = 10
+
+
+def _stream_env(max_per_user: int) -> dict[str, str]:
+    return {
+        "NOTIFICATIONS_BACKEND": "memory",
+        "STREAM_BENCH_INJECT": "1",
+        "JWT_SECRET": BENCH_JWT_SECRET,
+        "SSE_HEARTBEAT_INTERVAL": str(HEARTBEAT_SECONDS),
+        "SSE_MAX_CONNECTIONS_PER_USER": str(max_per_user),
+        "SSE_SEND_QUEUE_SIZE": "1024",
+        "LOG_LEVEL": "WARNING",
+        "DEMO_PAGE": "0",
+    }
+
+
+def _token_paths(users: int) -> dict[str, str]:
+    from shared.config import load_settings
+    from shared.tokens import mint_token
+
+    settings = load_settings({"JWT_SECRET": BENCH_JWT_SECRET})
+    return {
+        f"bu{n:05d}": f"/api/v1/notifications/stream?token={mint_token(f'bu{n:05d}', settings, ttl_seconds=7200)}"
+        for n in range(users)
+    }
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate: float) -> dict[str, Any]:
+    section: dict[str, Any] = {"loads": {}, "notes": [], "latencies": {}}
+    if "nchan" in targets:
+        why_not = install_nchan()
+        if why_not:
+            section["notes"].append(f"nchan skipped: {why_not}")
+            logger.warning("nchan skipped: %s", why_not)
+            targets = [t for t in targets if t != "nchan"]
+    ours = "stream"
+    if "stream" in targets and not stream_service_available():
+        ours = "standin"
+        section["notes"].append(
+            "functions/stream/main.py does not exist: 'ours' figures are of bench/standin.py, a trivial stand-in"
+        )
+    paths = _token_paths(max(load.users for load in loads))
+    for load in loads:
+        per_target: dict[str, Any] = {}
+        for target in targets:
+            label = ours if target == "stream" else target
+            logger.warning("load %s on %s: %s", load.name, label, load.label)
+            load_before = _load_average()
+            if target == "nchan":
+                server = start_nchan(HEARTBEAT_SECONDS)
+                path_for = _nchan_path
+                kind = "nchan"
+            else:
+                per_user = max(3, -(-load.streams // load.users) + 1)
+                server = start_stream_service(_stream_env(per_user), standin=ours == "standin")
+                path_for = paths.__getitem__
+                kind = "inject"
+            try:
+                outcome: Outcome = await run_load(kind, server, load, connect_rate=connect_rate, path_for=path_for)
+            except Exception as exc:  # a failed run is reported, not fatal to the others
+                logger.exception("load %s on %s failed", load.name, label)
+                per_target[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            finally:
+                alive = server.process.poll() is None
+                server.stop()
+            outcome.result["server_alive_at_end"] = alive
+            outcome.result["load_average_before"] = load_before
+            outcome.result["load_average_after"] = _load_average()
+            per_target[label] = outcome.result
+            section["latencies"][f"{load.name}:{label}"] = outcome.latencies
+            logger.warning("  %s", _brief(outcome.result))
+        section["loads"][load.name] = per_target
+    return section
+
+
+def _nchan_path(user: str) -> str:
+    return f"/sub?id={user}"
+
+
+def _brief(result: dict[str, Any]) -> str:
+    lat = result["latency_ms"]
+    return (
+        f"established {result['established']} lost {result['lost']} dup {result['duplicated']} "
+        f"p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms; rss/stream {result['rss_per_stream_kb']} KB; "
+        f"cpu/1000 {result['server_cpu_ms_per_1000_deliveries']} ms; client cpu {result['client_cpu_pct']}%"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the load, under 2 minutes")
+    parser.add_argument("--only", choices=("fanout", "pipeline"), help="run one part")
+    parser.add_argument("--loads", default="a,b,c", help="fan-out loads to run (a,b,c)")
+    parser.add_argument("--targets", default="stream,nchan", help="fan-out servers (stream,nchan)")
+    parser.add_argument("--connect-rate", type=float, default=200.0, help="new streams per second")
+    parser.add_argument("--out", default=str(ROOT / "bench"), help="directory for results.json/.md/.png")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
+    raise_open_files_limit()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": _load_average(),
+        },
+        "heartbeat_seconds": HEARTBEAT_SECONDS,
+        "connect_rate_per_s": args.connect_rate,
+    }
+    latencies: dict[str, list[float]] = {}
+    if args.only in (None, "fanout"):
+        wanted = set(args.loads.split(","))
+        loads = [load for load in (QUICK_LOADS if args.quick else FULL_LOADS) if load.name in wanted]
+        targets = [t for t in args.targets.split(",") if t]
+        fanout = asyncio.run(run_fanout(loads, targets, args.connect_rate))
+        latencies = fanout.pop("latencies")
+        results["fanout"] = fanout
+    if args.only in (None, "pipeline"):
+        from bench.pipeline import run_pipeline
+
+        results["pipeline"] = run_pipeline(quick=args.quick)
+    from bench.cost import cost_section
+
+    if "pipeline" in results:
+        results["cost"] = cost_section(results["pipeline"])
+    results["machine"]["load_average_at_end"] = _load_average()
+    results["elapsed_seconds"] = round(time.time() - started, 1)
+
+    from bench.report import write_markdown, write_plot
+
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, out / "results.md")
+    if latencies:
+        write_plot(latencies, out / "fanout_latency.png")
+    logger.warning("wrote %s (%.0f s)", out / "results.json", results["elapsed_seconds"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
