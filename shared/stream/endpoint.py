@@ -68,7 +68,6 @@ class StreamEndpoint:
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")
         if last_event_id is not None:
-            last_event_id = last_event_id.strip()
             if not ids.is_valid_id(last_event_id):
                 raise ApiError(400, "bad_request", "Last-Event-ID must be a notification id (24 hex digits)")
         hub = service.hub

@@ -78,9 +78,7 @@ def test_mark_read_unread_delete_and_clear(
 
     response = client.post(f"{API}/mark-read", json={"notification_ids": ids[:2]}, headers=headers)
     assert response.json() == {"updated": 2}
-    assert client.post(f"{API}/mark-read", json={"notification_ids": ids[:2]}, headers=headers).json() == {
-        "updated": 0
-    }
+    assert client.post(f"{API}/mark-read", json={"notification_ids": ids[:2]}, headers=headers).json() == {"updated": 0}
     unread = client.get(API, params={"unread_only": "true"}, headers=headers).json()
     assert [n["id"] for n in unread["notifications"]] == [ids[3], ids[2]] and unread["unread_count"] == 2
 

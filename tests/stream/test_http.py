@@ -1,0 +1,239 @@
+"""Pure HTTP behaviour of the stream service, in process on the memory backends (no emulator)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+
+from shared.backends import Backends
+from shared.config import load_settings
+from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
+from shared.stream.app import create_app
+
+STREAM = "/api/v1/notifications/stream"
+AUDIENCE, ISSUER = "notifications", "https://issuer.example"
+
+
+def _private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+PRIVATE = _private_key()
+OTHER_PRIVATE = _private_key()
+PUBLIC_PEM = (
+    PRIVATE.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _memory() -> Backends:
+    return Backends(MemoryStore(), MemoryChannel(), MemoryDeadLetters())
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client that calls it in process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def rs256_client() -> AsyncIterator[httpx.AsyncClient]:
+    settings = load_settings(
+        {
+            "NOTIFICATIONS_BACKEND": "memory",
+            "JWT_PUBLIC_KEY": PUBLIC_PEM,
+            "JWT_AUDIENCE": AUDIENCE,
+            "JWT_ISSUER": ISSUER,
+            "CORS_ALLOWED_ORIGINS": "https://app.example",
+            "DEMO_PAGE": "on",
+        }
+    )
+    async with serving(create_app(settings, _memory())) as client:
+        yield client
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": "u1", "exp": int(time.time()) + 60, "aud": AUDIENCE, "iss": ISSUER}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _rs256(key: rsa.RSAPrivateKey = PRIVATE, **overrides: Any) -> str:
+    return jwt.encode(_claims(**overrides), key, algorithm="RS256")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hs256_with_public_key() -> str:
+    """The classic confusion attack: HS256 signed with the RS256 public key as the HMAC secret."""
+    signing_input = (
+        _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + _b64(json.dumps(_claims()).encode())
+    )
+    signature = hmac.new(PUBLIC_PEM.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _alg_none() -> str:
+    return _b64(b'{"alg":"none","typ":"JWT"}') + "." + _b64(json.dumps(_claims()).encode()) + "."
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "status", "code"),
+    [
+        ({}, {}, 401, "unauthorized"),
+        ({"Authorization": "Basic dTE6cGFzcw=="}, {}, 401, "unauthorized"),
+        ({"Authorization": "Bearer"}, {}, 401, "unauthorized"),
+        ({"Authorization": "Bearer not.a.jwt"}, {}, 401, "unauthorized"),
+        ({}, {"token": "garbage"}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_rs256(exp=int(time.time()) - 10)}"}, {}, 401, "token_expired"),
+        ({"Authorization": f"Bearer {_rs256(OTHER_PRIVATE)}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_alg_none()}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_hs256_with_public_key()}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_rs256(sub=None)}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_rs256(aud='someone-else')}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_rs256(iss='https://evil.example')}"}, {}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {_rs256(type='refresh')}"}, {}, 403, "forbidden"),
+        ({}, {"token": _rs256(type="refresh")}, 403, "forbidden"),
+    ],
+    ids=[
+        "missing",
+        "basic-scheme",
+        "empty-bearer",
+        "malformed",
+        "garbage-query-token",
+        "expired",
+        "wrong-key",
+        "alg-none",
+        "hs256-with-public-key",
+        "no-sub",
+        "wrong-aud",
+        "wrong-iss",
+        "refresh",
+        "refresh-in-query",
+    ],
+)
+async def test_bad_credentials_get_a_json_error_and_no_stream(
+    rs256_client: httpx.AsyncClient, headers: dict[str, str], query: dict[str, str], status: int, code: str
+) -> None:
+    response = await rs256_client.get(STREAM, headers=headers, params=query)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+    assert "event:" not in response.text
+    # The same credentials are refused by the history API.
+    assert (await rs256_client.get("/api/v1/notifications", headers=headers, params=query)).status_code == status
+
+
+async def test_a_valid_rs256_token_is_accepted(rs256_client: httpx.AsyncClient) -> None:
+    response = await rs256_client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {_rs256()}"})
+    assert response.status_code == 200
+    assert response.json() == {"notifications": [], "unread_count": 0, "next_cursor": None}
+
+
+async def test_a_bad_last_event_id_is_a_400(rs256_client: httpx.AsyncClient) -> None:
+    for value in ("abc", "0" * 23, "G" * 24, "0" * 24 + "\n"):
+        response = await rs256_client.get(
+            STREAM, headers={"Authorization": f"Bearer {_rs256()}"}, params={"last_event_id": value}
+        )
+        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+
+
+async def test_unknown_paths_and_methods_are_json(rs256_client: httpx.AsyncClient) -> None:
+    missing = await rs256_client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = await rs256_client.post(STREAM)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    # The bench hook exists only with STREAM_BENCH_INJECT=1.
+    assert (await rs256_client.post("/internal/bench/inject", json=[])).status_code == 404
+
+
+async def test_cors_for_allowed_origins_only(rs256_client: httpx.AsyncClient) -> None:
+    preflight = await rs256_client.options(
+        STREAM,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization,last-event-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    allowed = await rs256_client.get("/api/v1/notifications/health", headers={"Origin": "https://app.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    other = await rs256_client.get("/api/v1/notifications/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_health_metrics_and_browser_files(rs256_client: httpx.AsyncClient) -> None:
+    health = await rs256_client.get("/api/v1/notifications/health")
+    assert health.status_code == 200 and health.json()["status"] == "healthy"
+    metrics = await rs256_client.get("/metrics")
+    assert metrics.status_code == 200
+    for name in ("sse_streams_open", "sse_connects_rejected_total", "sse_fanout_latency_seconds_bucket"):
+        assert name in metrics.text
+    client_js = await rs256_client.get("/api/v1/notifications/client.js")
+    assert client_js.status_code == 200 and client_js.headers["content-type"].startswith("application/javascript")
+    assert (await rs256_client.get("/demo")).status_code == 200
+    assert (await rs256_client.get("/demo/static/demo.js")).status_code == 200
+    assert (await rs256_client.get("/demo/static/missing.js")).json()["error"]["code"] == "not_found"
+
+
+async def test_no_demo_page_when_it_is_off() -> None:
+    settings = load_settings({"NOTIFICATIONS_BACKEND": "memory", "DEMO_PAGE": "off"})
+    async with serving(create_app(settings, _memory())) as client:
+        assert (await client.get("/demo")).status_code == 404
+        assert (await client.get("/demo/static/demo.js")).status_code == 404
+        assert (await client.get("/api/v1/notifications/client.js")).status_code == 200
+
+
+async def test_unavailable_store_is_a_503_with_retry_after() -> None:
+    class DownStore(MemoryStore):
+        def page(self, *args: Any, **kwargs: Any) -> Any:
+            from shared.errors import BackendUnavailable
+
+            raise BackendUnavailable("down")
+
+        def ping(self) -> None:
+            from shared.errors import BackendUnavailable
+
+            raise BackendUnavailable("down")
+
+    settings = load_settings({"NOTIFICATIONS_BACKEND": "memory", "JWT_SECRET": "x" * 40})
+    backends = Backends(DownStore(), MemoryChannel(), MemoryDeadLetters())
+    from shared.tokens import mint_token
+
+    async with serving(create_app(settings, backends)) as client:
+        response = await client.get(
+            "/api/v1/notifications", headers={"Authorization": f"Bearer {mint_token('u1', settings)}"}
+        )
+        assert response.status_code == 503 and response.headers["retry-after"]
+        assert response.json()["error"]["code"] == "unavailable"
+        health = await client.get("/api/v1/notifications/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
