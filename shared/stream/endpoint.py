@@ -142,7 +142,9 @@ class StreamEndpoint:
                 session.wakeup.clear()
                 chunk = session.take()
                 if chunk:
+                    session.sending = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    session.sending = False
                 if session.done and not session.queue:
                     break
             await send({"type": "http.response.body", "body": b"", "more_body": False})

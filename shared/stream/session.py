@@ -5,6 +5,9 @@ messages over through the hub. A stream's memory is bounded: at most
 ``queue_size`` events wait to be written (beyond that the client is too slow
 and is cut off), at most ``RECENT_IDS`` ids are remembered for de-duplication,
 and at most ``queue_size`` live messages are buffered while a replay runs.
+While the writer is blocked on a client that does not read, a full queue cuts
+the stream off as a slow consumer; a burst larger than the queue that arrives
+while the writer is idle is tolerated up to ``HARD_CAP_FACTOR`` times the size.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from shared.stream import metrics, sse
 # instances may arrive slightly out of order, so "id <= last" is not a safe
 # duplicate test; a bounded memory of exact ids is.
 RECENT_IDS = 512
+# A queue may briefly hold this many times its size while its writer is not blocked.
+HARD_CAP_FACTOR = 4
 
 
 class RecentIds:
@@ -59,6 +64,7 @@ class StreamSession:
         "recent",
         "replaying",
         "resync",
+        "sending",
         "slow",
         "user_id",
         "wakeup",
@@ -80,6 +86,9 @@ class StreamSession:
         self.resync = False
         self.done = False
         self.slow = False
+        # True while the endpoint waits for the transport to take a write: the
+        # client is not reading fast enough, so a full queue means "too slow".
+        self.sending = False
         self.closed_reason: str | None = None
         self._abort: Callable[[], None] | None = None
 
@@ -137,8 +146,12 @@ class StreamSession:
         if self.done:
             return
         if not force and len(self.queue) >= self.queue_size:
-            self.cut_slow()
-            return
+            # A burst that arrives while the writer is idle is written at the next
+            # loop turn; only a writer stuck behind the client (or a burst beyond
+            # the hard cap) makes a full queue a slow consumer.
+            if self.sending or len(self.queue) >= HARD_CAP_FACTOR * self.queue_size:
+                self.cut_slow()
+                return
         self.queue.append(encoded)
         self.wakeup.set()
 
