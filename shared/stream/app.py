@@ -91,7 +91,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        chosen = backends or await asyncio.to_thread(get_backends)
+        chosen: Backends = backends if backends is not None else await asyncio.to_thread(get_backends)
         svc = StreamService(settings, chosen, registry)
         holder["service"] = svc
         app.state.service = svc
@@ -142,7 +142,11 @@ def create_app(
         hub = service().hub
         assert hub is not None
         # The subscription's callback thread calls hub.receive; so does this, from a worker thread.
-        await asyncio.to_thread(lambda: [hub.receive(m) for m in messages])
+        def deliver() -> None:
+            for message in messages:
+                hub.receive(message)
+
+        await asyncio.to_thread(deliver)
         return JSONResponse({"accepted": len(messages)})
 
     routes: list[BaseRoute] = [
