@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/tests/browser/" in str(item.path):
             item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.emulator)
+            if "emulators_session" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.emulator)
 
 
 class StreamServer:

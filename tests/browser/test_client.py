@@ -1,0 +1,192 @@
+"""client.js in Chromium against a scripted stream (tests/browser/fake_stream.py).
+
+The cases the real service produces rarely or slowly: a stream that stops
+sending heartbeats, a 401, truncated replays, duplicates and out-of-order ids,
+repeated failures (backoff), and which resume mechanism each reconnect uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.fake_stream import FakeStream, Hang, Pause, established, frame, nid, notification
+from tests.support.waiting import wait_for
+
+WAIT_MS = 10_000
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStream]:
+    fake = FakeStream()
+    server = fake.serve()
+    yield fake
+    server.should_exit = True
+
+
+@pytest.fixture
+def page(context: Any, fake: FakeStream) -> Any:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    page.goto(fake.url)
+    page.wait_for_function("() => window.ready === true")
+    return page
+
+
+def start(page: Any, tokens: list[str], **options: Any) -> None:
+    page.evaluate("([tokens, options]) => window.startClient(tokens, options)", [tokens, options])
+
+
+def state(page: Any) -> Any:
+    return page.evaluate(
+        "() => ({ids: client.notifications.map(n => n.id), read: client.notifications.map(n => n.read),"
+        " unread: client.unreadCount, last: client.lastEventId, state: client.state, log: window.log})"
+    )
+
+
+def test_dedupes_orders_and_applies_changes(page: Any, fake: FakeStream) -> None:
+    fake.plans.append(
+        [
+            established(),
+            notification(nid(2)),
+            notification(nid(1)),  # out of order
+            notification(nid(2)),  # duplicate
+            notification(nid(3)),
+            frame("notification.updated", {"ids": [nid(1)], "read": True}),
+            frame("notification.deleted", {"ids": [nid(3)]}),
+            "data: not json\n\n",  # ignored, never breaks the stream
+            Hang(),
+        ]
+    )
+    start(page, ["t1"])
+    page.wait_for_function("() => client.notifications.length === 2 && client.unreadCount === 1", timeout=WAIT_MS)
+    result = state(page)
+    assert result["ids"] == [nid(2), nid(1)], "newest first, no duplicate"
+    assert result["read"] == [False, True]
+    assert result["last"] == nid(3)
+    assert result["log"]["live"] == [nid(2), nid(1), nid(3)], "onNotification once per id"
+    assert page.errors == []
+
+
+def test_clear_all_event_empties_the_list(page: Any, fake: FakeStream) -> None:
+    fake.plans.append([established(), notification(nid(1)), frame("notification.deleted", {"all": True}), Hang()])
+    start(page, ["t1"])
+    page.wait_for_function("() => window.log.live.length === 1 && client.notifications.length === 0")
+    assert state(page)["unread"] == 0
+
+
+def test_automatic_reconnect_resumes_with_last_event_id_header(page: Any, fake: FakeStream) -> None:
+    fake.plans.append([established(retry_ms=100), notification(nid(5))])  # then the response ends
+    fake.plans.append([established(), notification(nid(6)), Hang()])
+    start(page, ["t1"])
+    page.wait_for_function("() => client.notifications.length === 2", timeout=WAIT_MS)
+    assert len(fake.attempts) == 2
+    assert fake.attempts[1].headers.get("last-event-id") == nid(5), "the browser's own resume"
+    assert fake.attempts[0].query["token"] == "t1"
+
+
+def test_missing_heartbeats_make_the_client_reconnect_itself(page: Any, fake: FakeStream) -> None:
+    fake.plans.append([established(heartbeat_interval=0.2), notification(nid(7)), Hang()])
+    fake.plans.append([established(heartbeat_interval=30), Hang()])
+    start(page, ["t1"])
+    wait_for(lambda: len(fake.attempts) == 2, 10, what="a reconnect after 2.5 silent heartbeat intervals")
+    assert fake.attempts[1].query.get("last_event_id") == nid(7), "its own reconnect resumes by query"
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+
+
+def test_heartbeats_keep_the_stream(page: Any, fake: FakeStream) -> None:
+    beats: list[Any] = [established(heartbeat_interval=0.2)]
+    for _ in range(10):
+        beats += [Pause(0.15), frame("heartbeat", {"timestamp": "x"})]
+    fake.plans.append([*beats, Hang()])
+    start(page, ["t1"])
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    page.wait_for_timeout(1600)  # the ten heartbeats, each inside the watchdog's window
+    assert len(fake.attempts) == 1
+
+
+def test_token_expired_closing_asks_get_token_and_resumes(page: Any, fake: FakeStream) -> None:
+    fake.plans.append([established(), notification(nid(9)), frame("stream.closing", {"reason": "token_expired"})])
+    fake.plans.append([established(), Hang()])
+    start(page, ["old", "new"])
+    wait_for(lambda: len(fake.attempts) == 2, 10, what="a reconnect with a new token")
+    assert fake.attempts[1].query["token"] == "new"
+    assert fake.attempts[1].query["last_event_id"] == nid(9)
+    assert state(page)["log"]["tokenCalls"] == 2
+
+
+def test_a_401_leads_to_a_fresh_token(page: Any, fake: FakeStream) -> None:
+    # The token is accepted at start, then refused (it expired): the stream answers 401, which EventSource
+    # does not expose, so the client asks the history API why, and renews the token.
+    fake.refused_tokens.add("stale")
+    fake.refuse_from_call = 2
+    fake.plans.append(401)
+    fake.plans.append([established(), Hang()])
+    start(page, ["stale", "fresh"])
+    wait_for(lambda: len(fake.attempts) == 2, 10, what="a second attempt with a fresh token")
+    assert fake.attempts[0].query["token"] == "stale"
+    assert fake.attempts[1].query["token"] == "fresh"
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert state(page)["log"]["tokenCalls"] == 2
+
+
+def test_truncated_replay_reloads_history(page: Any, fake: FakeStream) -> None:
+    fake.history = {
+        "notifications": [{**_stored(nid(20)), "read": False}],
+        "unread_count": 150,
+        "next_cursor": nid(20),
+    }
+    fake.plans.append([established(), frame("replay.truncated", {"missed_at_least": 120}), Hang()])
+    start(page, ["t1"])
+    page.wait_for_function("() => window.log.truncated.length === 1", timeout=WAIT_MS)
+    assert len(fake.history_calls) >= 2, "history at start, and again after the truncation"
+    assert state(page)["log"]["truncated"] == [{"missed_at_least": 120}]
+    assert state(page)["unread"] == 150
+
+
+def test_failures_back_off_with_growing_delays(page: Any, fake: FakeStream) -> None:
+    for _ in range(5):
+        fake.plans.append(503)
+    fake.plans.append([established(), Hang()])
+    start(page, ["t1"], minBackoffMs=200, maxBackoffMs=5000)
+    page.wait_for_function("() => client.state === 'connected'", timeout=20_000)
+    gaps = [b.at - a.at for a, b in zip(fake.attempts, fake.attempts[1:], strict=False)]
+    assert len(gaps) == 5
+    # Attempt k waits between half and all of 200 ms * 2^k: the third gap exceeds the first by design.
+    assert gaps[0] >= 0.1 and gaps[2] >= 0.4 and gaps[4] >= 1.6, gaps
+
+
+def test_backoff_delay_bounds(page: Any) -> None:
+    bounds = page.evaluate(
+        "() => [0, 1, 2, 5, 10, 40].map(k => [backoffDelay(k, 1000, 30000, () => 0),"
+        " backoffDelay(k, 1000, 30000, () => 0.999999)])"
+    )
+    assert bounds == [[500, 1000], [1000, 2000], [2000, 4000], [15000, 30000], [15000, 30000], [15000, 30000]]
+
+
+def test_token_expiry_is_read_from_the_jwt(page: Any) -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "u", "exp": 1234567890}, "k" * 32, algorithm="HS256")
+    assert page.evaluate("t => tokenExpiry(t)", token) == 1234567890
+    assert page.evaluate("() => tokenExpiry('not a jwt')") is None
+
+
+def _stored(notification_id: str) -> dict[str, Any]:
+    return {
+        "id": notification_id,
+        "event_type": "system.update",
+        "user_id": "u",
+        "content_request_id": None,
+        "title": "t",
+        "message": "m",
+        "progress_percentage": None,
+        "metadata": {},
+        "timestamp": "2026-11-28T10:00:00Z",
+        "created_at": "2026-11-28T10:00:00Z",
+        "read": False,
+    }
