@@ -9,6 +9,8 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 if [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
 fi
+# Linting deploy.sh in tests/ops needs the ShellCheck package.
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

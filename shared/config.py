@@ -121,7 +121,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if public_key and "-----BEGIN" not in public_key:
         raise ConfigError("JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
     secret = _text(env, "JWT_SECRET", DEV_JWT_SECRET)
-    if running_on_gcp and public_key is None and secret == DEV_JWT_SECRET:
+    # Functions that never verify tokens (ingest, cleanup) are deployed with
+    # JWT_SECRET_REQUIRED=false, so they need no access to the secret.
+    secret_required = _flag(env, "JWT_SECRET_REQUIRED", True)
+    if running_on_gcp and secret_required and public_key is None and secret == DEV_JWT_SECRET:
         raise ConfigError("JWT_SECRET must be set in production (K_SERVICE is set) unless JWT_PUBLIC_KEY is")
     if public_key is None and len(secret) < 32:
         raise ConfigError("JWT_SECRET must be at least 32 characters long (HS256 wants a 256-bit key)")

@@ -1,0 +1,83 @@
+"""A stand-in for ``gcloud`` (and ``curl``) that records its arguments instead of touching Google Cloud.
+
+Installed on PATH by tests/ops/conftest.py. Every call appends one JSON line
+{"tool", "argv", "stdin_bytes"} to $FAKE_GCLOUD_LOG. With FAKE_GCLOUD_MODE=missing,
+``describe`` fails as NOT_FOUND and ``list`` finds nothing; with ``present`` both
+find what deploy.sh looks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _stdin_needed(tool: str, argv: list[str]) -> bool:
+    return "--data-file=-" in argv or (tool == "curl" and "@-" in argv)
+
+
+def _composite_indexes() -> str:
+    path = Path(os.environ["FAKE_GCLOUD_INDEXES"])
+    found = []
+    for n, index in enumerate(json.loads(path.read_text()).get("indexes", [])):
+        fields = [dict(f) for f in index["fields"]] + [{"fieldPath": "__name__", "order": "ASCENDING"}]
+        found.append(
+            {
+                "name": f"projects/p/databases/(default)/collectionGroups/{index['collectionGroup']}/indexes/i{n}",
+                "queryScope": index.get("queryScope", "COLLECTION"),
+                "fields": fields,
+                "state": "READY",
+            }
+        )
+    return json.dumps(found)
+
+
+def answer(argv: list[str], present: bool) -> tuple[int, str]:
+    words = [a for a in argv if not a.startswith("-")]
+    fmt = next((a.split("=", 1)[1] for a in argv if a.startswith("--format=")), "")
+    if words[:2] == ["auth", "print-access-token"]:
+        return 0, "fake-access-token"
+    if words[:2] == ["functions", "describe"] and "serviceConfig.uri" in fmt:
+        return 0, "https://notifications-cleanup-fake.a.run.app"
+    if "describe" in words:
+        if not present:
+            return 1, ""
+        if words[:3] == ["firestore", "indexes", "fields"]:
+            if "ttlConfig.state" in fmt:
+                return 0, "ACTIVE"
+            field = words[words.index("describe") + 1]
+            scopes = ("COLLECTION", "COLLECTION_GROUP")
+            indexes = [{"queryScope": s, "fields": [{"fieldPath": field, "order": "ASCENDING"}]} for s in scopes]
+            return 0, json.dumps({"indexConfig": {"indexes": indexes}, "ttlConfig": {"state": "ACTIVE"}})
+        return 0, "{}"
+    if "list" in words:
+        if words[:2] == ["services", "list"]:
+            return 0, os.environ.get("FAKE_GCLOUD_APIS", "").replace(",", "\n") if present else ""
+        if words[:3] == ["firestore", "indexes", "composite"]:
+            return 0, _composite_indexes() if present else "[]"
+        if "policies" in words:
+            return 0, "projects/p/alertPolicies/123" if present else ""
+        return 0, ""
+    return 0, ""
+
+
+def main() -> int:
+    tool = Path(sys.argv[0]).name
+    argv = sys.argv[1:]
+    stdin_bytes = len(sys.stdin.buffer.read()) if _stdin_needed(tool, argv) else 0
+    with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
+        log.write(json.dumps({"tool": tool, "argv": argv, "stdin_bytes": stdin_bytes}) + "\n")
+    if tool == "curl":
+        return 0
+    code, out = answer(argv, os.environ.get("FAKE_GCLOUD_MODE") == "present")
+    if out:
+        print(out)
+    if code:
+        print("ERROR: (gcloud) NOT_FOUND: fake resource does not exist", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
