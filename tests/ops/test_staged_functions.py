@@ -1,0 +1,138 @@
+"""Each folder deploy.sh stages starts on its own, the way Google Cloud starts it, and answers.
+
+The processes run from the staged folder with no PYTHONPATH and outside the
+repository, so an import that only works from the checkout fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.emulators import free_port
+from shared.config import load_settings
+from shared.firestore_store import FirestoreStore
+from shared.pubsub_channel import ensure_topics
+from tests.conftest import EmulatorPair
+from tests.support.events import valid_event
+from tests.support.processes import ServerProcess
+from tests.support.pubsub import push_envelope
+from tests.support.waiting import port_open, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("build")
+    result = subprocess.run(
+        ["bash", str(ROOT / "deploy.sh"), "--stage-only", "--build-dir", str(build), "ingest", "cleanup", "stream"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return build
+
+
+@pytest.fixture
+def project(emulators: EmulatorPair) -> Iterator[dict[str, str]]:
+    """A private project on the emulators, with the topics deploy.sh would create."""
+    name = f"staged-{uuid.uuid4().hex[:8]}"
+    settings = load_settings({**os.environ, "GOOGLE_CLOUD_PROJECT": name})
+    ensure_topics(name, [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic])
+    yield {**emulators.env(), "GOOGLE_CLOUD_PROJECT": name}
+
+
+def start_in(folder: Path, command: list[str], env: dict[str, str], port: int) -> ServerProcess:
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    full_env = {**clean, **env, "PATH": f"{BIN}:{clean.get('PATH', '/usr/bin:/bin')}", "PORT": str(port)}
+    fd, log_name = tempfile.mkstemp(prefix="staged-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=folder, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = ServerProcess(process, port, Path(log_name))
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{command[:3]} exited early:\n{server.log()[-3000:]}")
+        return port_open("127.0.0.1", port)
+
+    wait_for(ready, 60, what=f"{folder.name} to listen")
+    return server
+
+
+def start_function(folder: Path, target: str, env: dict[str, str], signature: str) -> ServerProcess:
+    port = free_port()
+    command = [str(BIN / "functions-framework"), "--source", str(folder / "main.py"), "--target", target]
+    command += ["--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
+    return start_in(folder, command, env, port)
+
+
+def test_staged_ingest_stores_a_pushed_event(staged: Path, project: dict[str, str]) -> None:
+    server = start_function(staged / "ingest", "ingest_content_event", project, "cloudevent")
+    user_id = f"user-{uuid.uuid4().hex[:8]}"
+    topic = f"projects/{project['GOOGLE_CLOUD_PROJECT']}/topics/content-generation-events"
+    try:
+        data = json.dumps(valid_event(user_id, title="From the staged folder")).encode()
+        body = push_envelope(data, {}, f"m-{uuid.uuid4().hex[:8]}", "projects/p/subscriptions/s")
+        response = httpx.post(f"{server.url}/{topic}", json=body, timeout=30)
+        assert response.status_code == 200, server.log()[-2000:]
+    finally:
+        server.stop()
+    store = FirestoreStore(project["GOOGLE_CLOUD_PROJECT"])
+    try:
+        [stored] = store.page(user_id, 10).notifications
+        assert stored.title == "From the staged folder"
+    finally:
+        store.close()
+
+
+def test_staged_cleanup_answers_json(staged: Path, project: dict[str, str]) -> None:
+    server = start_function(staged / "cleanup", "cleanup", project, "http")
+    try:
+        response = httpx.post(f"{server.url}/?budget_seconds=20", timeout=60)
+    finally:
+        server.stop()
+    assert response.status_code == 200, server.log()[-2000:]
+    body = response.json()
+    assert body["complete"] is True and set(body["removed"]) == {
+        "instances",
+        "connections",
+        "notifications",
+        "event_keys",
+        "subscriptions",
+    }
+
+
+def test_staged_stream_service_starts_from_its_procfile_and_is_healthy(staged: Path, project: dict[str, str]) -> None:
+    folder = staged / "stream"
+    procfile = (folder / "Procfile").read_text()
+    web = next(line for line in procfile.splitlines() if line.startswith("web:"))[len("web:") :].strip()
+    port = free_port()
+    env = {**project, "JWT_SECRET": "a-staged-test-secret-of-enough-length-0123456789"}
+    server = start_in(folder, ["sh", "-c", f"exec {web}"], env, port)
+    try:
+        health = wait_for(
+            lambda: (
+                (r := httpx.get(f"{server.url}/api/v1/notifications/health", timeout=10)).json()["status"] == "healthy"
+                and r
+            ),
+            timeout=60,
+            what="the staged stream service to report healthy",
+        )
+        assert health.status_code == 200
+    finally:
+        server.stop()
