@@ -69,9 +69,7 @@ def cost_section(pipeline: dict[str, Any], prices_path: Path = PRICES) -> dict[s
     per_connection = {k: (connect[k] + disconnect[k]) / connections for k in connect}
 
     heartbeats_per_hour = 3600 / scenario["heartbeat_seconds"]
-    user_hours_per_instance_hour = (
-        scenario["users"] * scenario["connected_hours_per_user_per_day"] / 24 / instances
-    )
+    user_hours_per_instance_hour = scenario["users"] * scenario["connected_hours_per_user_per_day"] / 24 / instances
     per_user_hour = {
         k: per_connection[k] * scenario["connects_per_connected_hour"]
         + per_heartbeat[k] * heartbeats_per_hour / user_hours_per_instance_hour
@@ -92,22 +90,45 @@ def cost_section(pipeline: dict[str, Any], prices_path: Path = PRICES) -> dict[s
         + expiry_deletes
     )
     stored_gib = (
-        scenario["users"] * scenario["notifications_per_user_per_day"] * scenario["retention_days"]
-        * scenario["stored_bytes_per_notification"] / 2**30
+        scenario["users"]
+        * scenario["notifications_per_user_per_day"]
+        * scenario["retention_days"]
+        * scenario["stored_bytes_per_notification"]
+        / 2**30
     )
     pubsub_gib = notifications * per_notification["pubsub.billable_kb"] * 1000 / 2**30
     billable_gib = max(0.0, pubsub_gib - prices["pubsub"]["free_gib_per_month"])
     items = [
-        {"item": "Firestore document reads", "quantity": reads, "unit": "reads",
-         "usd": reads / 1e5 * fs["read_per_100k"]},
-        {"item": "Firestore document writes", "quantity": writes, "unit": "writes",
-         "usd": writes / 1e5 * fs["write_per_100k"]},
-        {"item": "Firestore deletes (registry + TTL expiry)", "quantity": deletes, "unit": "deletes",
-         "usd": deletes / 1e5 * fs["delete_per_100k"]},
-        {"item": "Firestore storage (retention window)", "quantity": stored_gib, "unit": "GiB",
-         "usd": stored_gib * fs["storage_per_gib_month"]},
-        {"item": "Pub/Sub throughput (after 10 GiB free)", "quantity": pubsub_gib, "unit": "GiB",
-         "usd": billable_gib / 1024 * prices["pubsub"]["per_tib"]},
+        {
+            "item": "Firestore document reads",
+            "quantity": reads,
+            "unit": "reads",
+            "usd": reads / 1e5 * fs["read_per_100k"],
+        },
+        {
+            "item": "Firestore document writes",
+            "quantity": writes,
+            "unit": "writes",
+            "usd": writes / 1e5 * fs["write_per_100k"],
+        },
+        {
+            "item": "Firestore deletes (registry + TTL expiry)",
+            "quantity": deletes,
+            "unit": "deletes",
+            "usd": deletes / 1e5 * fs["delete_per_100k"],
+        },
+        {
+            "item": "Firestore storage (retention window)",
+            "quantity": stored_gib,
+            "unit": "GiB",
+            "usd": stored_gib * fs["storage_per_gib_month"],
+        },
+        {
+            "item": "Pub/Sub throughput (after 10 GiB free)",
+            "quantity": pubsub_gib,
+            "unit": "GiB",
+            "usd": billable_gib / 1024 * prices["pubsub"]["per_tib"],
+        },
     ]
     return {
         "operations": list(OPERATIONS),

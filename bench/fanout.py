@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -65,6 +66,7 @@ async def run_load(
 ) -> Outcome:
     """``kind`` "inject" (our service or the stand-in) or "nchan" decides how messages are published."""
     pool = StreamPool("127.0.0.1", server.port)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     users = [f"bu{n:05d}" for n in range(load.users)]
     stream_users = [users[n % load.users] for n in range(load.streams)]
     await asyncio.sleep(0.5)
@@ -123,6 +125,8 @@ async def run_load(
         "client_loop_lag_ms": loop_lag,
         "publish_catch_up_max": publisher.behind_max,
         "measured_seconds": round(wall, 1),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     pool.close()
     await asyncio.sleep(0.2)

@@ -33,15 +33,6 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of an unsorted sequence; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100.0 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
-
-
 def summary_ms(values: Sequence[float]) -> dict[str, float | None]:
     """p50/p90/p99/max of seconds, in milliseconds."""
     if not values:
@@ -124,7 +115,7 @@ class StreamPool:
                 lambda: SseProtocol(self, stream, request, head), self.host, self.port, local_addr=(source, 0)
             )
             await asyncio.wait_for(head, head_timeout)
-        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             stream.error = stream.error or f"{type(exc).__name__}: {exc}"[:200]
 
     # -- what arrives -----------------------------------------------------------

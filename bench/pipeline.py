@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,8 @@ from devtools.emulators import start as start_emulator
 logger = logging.getLogger("bench")
 
 PROJECT = "bench-project"
-JWT_SECRET = "bench-secret-not-for-production-0123456789abcdef"
+# A fresh key per run: the servers and the load generator share it, nothing else does.
+JWT_SECRET = secrets.token_hex(32)
 HEARTBEAT = 5.0
 
 
@@ -114,7 +116,8 @@ def run_pipeline(quick: bool) -> dict[str, Any]:
         from shared.pubsub_channel import ensure_topics
 
         settings = load_settings({**env, "JWT_SECRET": JWT_SECRET})
-        ensure_topics(PROJECT, [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic])
+        topics = [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic]
+        ensure_topics(PROJECT, topics)
         common = {**env, "BENCH_HOOK_DIR": hook_dir, "LOG_LEVEL": "WARNING", "JWT_SECRET": JWT_SECRET}
         ingest = _start_ingest({**common, "BENCH_ROLE": "ingest", "BENCH_INGEST_TIMINGS": "1"})
         servers.append(ingest)

@@ -137,7 +137,8 @@ class InjectPublisher(Publisher):
         ).encode()
         self.writer.write(
             f"POST /internal/bench/inject HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         self.pending.put_nowait(1)
         # Requests are pipelined; only stop when the server falls far behind.
@@ -190,7 +191,8 @@ class NchanPublisher(Publisher):
             data = json.dumps(body, separators=(",", ":")).encode()
             parts.append(
                 f"POST /pub?id={user} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                + data
             )
             queue.put_nowait(1)
         writer.write(b"".join(parts))

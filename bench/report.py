@@ -167,8 +167,8 @@ def write_plot(latencies: dict[str, list[float]], path: Path) -> None:
             ordered = sorted(v * 1000 for v in values)
             n = len(ordered)
             step = max(1, n // 2000)
-            xs = ordered[::step] + [ordered[-1]]
-            ys = [i / n for i in range(0, n, step)] + [1.0]
+            xs = [*ordered[::step], ordered[-1]]
+            ys = [*(i / n for i in range(0, n, step)), 1.0]
             ax.plot(xs, ys, label=f"{target} (n={n:,})")
         ax.set_xscale("log")
         ax.set_title(f"load ({load})")

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service
 
 logger = logging.getLogger("bench")
 
-BENCH_JWT_SECRET = "bench-secret-not-for-production-0123456789abcdef"
+# A fresh key per run: the servers and the load generator share it, nothing else does.
+BENCH_JWT_SECRET = secrets.token_hex(32)
 HEARTBEAT_SECONDS = 10
 
 
@@ -81,7 +83,6 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
         for target in targets:
             label = ours if target == "stream" else target
             logger.warning("load %s on %s: %s", load.name, label, load.label)
-            load_before = _load_average()
             if target == "nchan":
                 server = start_nchan(HEARTBEAT_SECONDS)
                 path_for = _nchan_path
@@ -101,8 +102,6 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
                 alive = server.process.poll() is None
                 server.stop()
             outcome.result["server_alive_at_end"] = alive
-            outcome.result["load_average_before"] = load_before
-            outcome.result["load_average_after"] = _load_average()
             per_target[label] = outcome.result
             section["latencies"][f"{load.name}:{label}"] = outcome.latencies
             logger.warning("  %s", _brief(outcome.result))

@@ -227,6 +227,7 @@ def start_nchan(heartbeat: int) -> Server:
     conf = workdir / "nginx.conf"
     conf.write_text(config)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    server = _spawn("nchan", [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], dict(os.environ), port, timeout=20)
+    command = [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
+    server = _spawn("nchan", command, dict(os.environ), port, timeout=20)
     server.workdir = workdir
     return server
