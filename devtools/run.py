@@ -304,7 +304,7 @@ def run(port: int, user: str, stop: threading.Event) -> int:
         wait_http(stream, f"{base}/api/v1/notifications/health", 60, stop)
         if stop.is_set():
             return 0
-        _banner(base, user, settings, chosen, child_env)
+        _banner(base, user, settings, chosen, child_env, children)
         while not stop.wait(0.5):
             for child in children:
                 if not child.alive():
@@ -323,7 +323,9 @@ def run(port: int, user: str, stop: threading.Event) -> int:
             logger.debug("%s log: %s", child.name, child.log_path)
 
 
-def _banner(base: str, user: str, settings: Settings, chosen: Backends, env: Mapping[str, str]) -> None:
+def _banner(
+    base: str, user: str, settings: Settings, chosen: Backends, env: Mapping[str, str], children: list[Child]
+) -> None:
     from shared.tokens import mint_token
 
     token = mint_token(user, settings, ttl_seconds=3600)
@@ -340,6 +342,7 @@ def _banner(base: str, user: str, settings: Settings, chosen: Backends, env: Map
             f"GOOGLE_CLOUD_PROJECT={settings.project_id} .venv/bin/python -m devtools.cli publish --user {user} "
             "--type content_generation.progress --request req_1 --progress 50"
         )
+    say(f"logs: {', '.join(f'{child.name} {child.log_path}' for child in children)}")
     say("Ctrl-C stops everything.")
 
 

@@ -235,3 +235,39 @@ def test_page_recovers_every_missed_notification_after_a_stream_restart(
     wait_badge(page, 5)
     assert len(set(client_ids(page))) == len(client_ids(page)) == 5
     assert page.locator(ITEM).count() == 5
+
+
+def test_delete_and_clear_all_reach_every_tab(context: Any, stream_server: StreamServer, worker: Worker) -> None:
+    first = open_demo(context, stream_server, f"user={worker.user_id}")
+    second = open_demo(context, stream_server, f"user={worker.user_id}")
+    for name in ("x", "y", "z"):
+        worker.publish(title=f"Video {name}", content_request_id=f"req-{name}")
+    wait_badge(second, 3)
+    first.click(BELL)
+    card(first, "req-x").get_by_role("button", name="Delete: Video x").click()
+    wait_badge(second, 2)
+    second.wait_for_function(f"() => document.querySelectorAll('{ITEM}').length === 2", timeout=WAIT_MS)
+    assert card(second, "req-x").count() == 0
+    first.get_by_role("button", name="Clear all").click()
+    wait_badge(second, 0)
+    second.wait_for_function(f"() => document.querySelectorAll('{ITEM}').length === 0", timeout=WAIT_MS)
+    second.click(BELL)
+    assert second.is_visible("text=No notifications yet.")
+
+
+def test_local_publish_form_goes_through_the_content_topic(
+    context: Any, stream_server: StreamServer, worker: Worker
+) -> None:
+    page = open_demo(context, stream_server, f"user={worker.user_id}")
+    form = page.locator("form.publish")
+    form.wait_for(state="visible", timeout=WAIT_MS)  # /demo/local answered: a local run
+    page.select_option("select[name=event_type]", "content_generation.failed")
+    page.fill("input[name=title]", "Rendering failed")
+    page.fill("input[name=message]", "The GPU went away.")
+    page.fill("input[name=content_request_id]", "req-form")
+    page.fill("input[name=progress_percentage]", "")
+    page.get_by_role("button", name="Publish").click()
+    page.wait_for_selector('[data-testid="notification-toast"].failed', timeout=WAIT_MS)
+    assert "published (topic content-generation-events)" in page.inner_text(".publish-result")
+    assert card(page, "req-form").get_attribute("data-event-type") == "content_generation.failed"
+    assert page.evaluate("() => window.notificationClient.notifications[0].user_id") == worker.user_id

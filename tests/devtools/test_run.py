@@ -115,8 +115,12 @@ class LocalRun:
         self.seen |= descendants(self.process.pid)
         return self.seen
 
-    def interrupt(self, timeout: float = 60.0) -> int:
-        os.killpg(self.process.pid, signal.SIGINT)
+    def interrupt(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60.0) -> int:
+        """Ctrl-C on a terminal signals the whole foreground group; SIGTERM (a supervisor) just the process."""
+        if sig == signal.SIGINT:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
@@ -181,7 +185,8 @@ def assert_everything_stopped(run_: LocalRun, seen: set[int]) -> None:
     wait_for(lambda: not [pid for pid in seen if running(pid)], 15, what="every child of make run to exit")
 
 
-def test_make_run_with_embedded_backends(local_run: Any) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_make_run_with_embedded_backends(local_run: Any, sig: signal.Signals) -> None:
     project = f"run-{uuid.uuid4().hex[:6]}"
     started = local_run(clean_env(NOTIFICATIONS_BACKEND="memory", GOOGLE_CLOUD_PROJECT=project))
     banner = started.banner()
@@ -197,7 +202,7 @@ def test_make_run_with_embedded_backends(local_run: Any) -> None:
 
     check_demo_and_stream(banner, publish)
     seen = started.remember_processes()
-    assert started.interrupt() == 0
+    assert started.interrupt(sig) == 0
     assert_everything_stopped(started, seen)
     assert "stopping" in "\n".join(started.output + list(started.lines.queue))
 
