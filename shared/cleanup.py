@@ -9,11 +9,11 @@ One run does, in this order, as much as its time budget allows:
    it for the next run to finish.
 2. ``connections`` documents untouched for longer than the timeout: entries whose
    instance is stale, or missing and opened longer than the timeout ago.
-3. Notifications and idempotency keys whose ``expire_at`` has passed (the TTL
-   policy does the bulk; this is the backstop).
-4. ``stream-instance-*`` subscriptions of NOTIFICATIONS_TOPIC whose instance
+3. ``stream-instance-*`` subscriptions of NOTIFICATIONS_TOPIC whose instance
    document is missing, once they have been seen missing for longer than the
    timeout (see ``shared.cleanup_registry`` for why and how).
+4. Notifications and idempotency keys whose ``expire_at`` has passed (the TTL
+   policy does the bulk; this is the backstop).
 
 Safe to run concurrently: connection entries change in transactions, documents
 are deleted with preconditions (exists / unchanged since read) in non-atomic
@@ -156,11 +156,13 @@ def run_cleanup(
     budget = Budget(budget_seconds)
     report = CleanupReport()
     ctx = CleanupContext(firestore_client, subscriber, settings, now or datetime.now(UTC), budget, report)
+    # Cheap, bounded passes first: a large backlog of expired notifications
+    # (a TTL policy not active yet) must not starve the registry's cleanup.
     passes = (
         ("stale instances", cleanup_registry.remove_stale_instances),
         ("idle connections", cleanup_registry.remove_orphan_connections),
-        ("expired notifications", cleanup_expiry.remove_expired),
         ("orphan subscriptions", cleanup_registry.remove_orphan_subscriptions),
+        ("expired notifications", cleanup_expiry.remove_expired),
     )
     try:
         for name, step in passes:
@@ -202,6 +204,12 @@ def respond(budget_raw: str | None, settings: Settings) -> tuple[int, dict[str, 
         logger.error("cleanup failed: backend unavailable", extra={"error": str(exc)})
         return 503, {
             "error": {"code": "backend_unavailable", "message": "Firestore or Pub/Sub is unavailable; retry later"},
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
+    except Exception:  # the caller gets JSON whatever failed; the stack goes to the log
+        logger.exception("cleanup failed unexpectedly")
+        return 500, {
+            "error": {"code": "internal", "message": "cleanup failed; see the function's logs"},
             "elapsed_seconds": round(time.monotonic() - started, 3),
         }
     body = report.to_dict()

@@ -99,8 +99,7 @@ def _clear_instance_connections(ctx: CleanupContext, instance_id: str) -> bool:
         changed = 0
         for ref in refs:
             ctx.budget.check()
-            removed = prune_connections(ctx, ref)
-            changed += removed > 0
+            changed += prune_connections(ctx, ref)[1]
         if changed == 0:
             # The instance is no longer stale (it came back): leave it and its entries.
             return False
@@ -192,39 +191,39 @@ def entries_to_remove(live: dict[str, Any], states: dict[str, str], stale_before
     return doomed
 
 
-def prune_connections(ctx: CleanupContext, ref: Any) -> int:
-    """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty."""
+def prune_connections(ctx: CleanupContext, ref: Any) -> tuple[int, bool]:
+    """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty.
+
+    Returns the number of entries removed and whether the document changed (an
+    ``instances`` array out of step with ``live`` is repaired too, so a stale
+    instance never stays listed in a document without entries of it).
+    """
 
     @firestore.transactional  # type: ignore[misc]
-    def prune(transaction: Any) -> int:
+    def prune(transaction: Any) -> tuple[int, bool]:
         snapshot = ref.get(transaction=transaction)
         if not snapshot.exists:
-            return 0
+            return 0, False
         data = snapshot.to_dict() or {}
         live = _live(data)
-        instances = {e["instance"] for e in live.values() if isinstance(e, dict) and isinstance(e.get("instance"), str)}
-        states = instance_states(ctx, instances, transaction)
+        named = {e["instance"] for e in live.values() if _has_instance(e)}
+        states = instance_states(ctx, named, transaction)
         doomed = entries_to_remove(live, states, ctx.stale_before)
-        if not doomed and live:
-            return 0
         kept = {cid: entry for cid, entry in live.items() if cid not in doomed}
-        if kept:
-            transaction.update(
-                ref,
-                {
-                    "live": kept,
-                    "instances": sorted({entry["instance"] for entry in kept.values()}),
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                },
-            )
-        else:
+        instances = sorted({entry["instance"] for entry in kept.values()})
+        listed = data.get("instances")
+        if not kept:
             transaction.delete(ref)
-        return len(doomed)
+            return len(doomed), True
+        if not doomed and isinstance(listed, list) and sorted(set(listed)) == instances:
+            return 0, False
+        transaction.update(ref, {"live": kept, "instances": instances, "updated_at": firestore.SERVER_TIMESTAMP})
+        return len(doomed), True
 
     with backend("connection pruning"):
-        removed = int(prune(ctx.firestore.transaction(max_attempts=5)))
-    ctx.report.add("connections", removed)
-    return removed
+        removed, changed = prune(ctx.firestore.transaction(max_attempts=5))
+    ctx.report.add("connections", int(removed))
+    return int(removed), bool(changed)
 
 
 # --- pass 2: idle connection documents --------------------------------------------
@@ -276,7 +275,7 @@ def _has_instance(entry: object) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
 
-# --- pass 4: orphan subscriptions ----------------------------------------------------
+# --- pass 3: orphan subscriptions ----------------------------------------------------
 
 
 def _sighting(ctx: CleanupContext, path: str, missing_since: datetime) -> dict[str, Any]:

@@ -261,3 +261,22 @@ def test_backend_unavailable_answers_503_json(world: World, emulators: EmulatorP
         server.stop()
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "backend_unavailable"
+
+
+def test_a_stale_instance_listed_without_entries_is_still_removed(world: World) -> None:
+    world.instance("fresh-2", heartbeat_age=5)
+    world.instance("stale-2", heartbeat_age=TIMEOUT * 2)
+    # `instances` out of step with `live` (a crash between two writes of another version, say).
+    world.db.collection("connections").document("u9").set(
+        {
+            "live": {"c1": {"instance": "fresh-2", "opened_at": world.ago(10)}},
+            "instances": ["fresh-2", "stale-2"],
+            "updated_at": world.ago(10),
+        }
+    )
+
+    report = world.run()
+
+    assert report.complete is True and report.removed["instances"] == 1 and report.removed["connections"] == 0
+    assert (world.live_entries("u9") or {})["instances"] == ["fresh-2"]
+    assert {s.id for s in world.db.collection("stream_instances").stream()} == {"fresh-2"}
