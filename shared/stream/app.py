@@ -141,6 +141,7 @@ def create_app(
         messages = _decode_injected(body)
         hub = service().hub
         assert hub is not None
+
         # The subscription's callback thread calls hub.receive; so does this, from a worker thread.
         def deliver() -> None:
             for message in messages:

@@ -77,11 +77,7 @@ class StreamEndpoint:
         if claims.expires_at <= now:
             raise ApiError(401, "token_expired", "token expired")
         connection_id = uuid.uuid4().hex
-        try:
-            accepted = await asyncio.to_thread(service.registry.acquire, claims.user_id, connection_id)
-        except BackendUnavailable as exc:
-            logger.warning("connection registry unavailable", extra={"error": str(exc)})
-            raise unavailable("connection registry unavailable") from None
+        accepted = await self._acquire(claims.user_id, connection_id)
         if not accepted:
             raise ApiError(
                 429,
@@ -110,6 +106,30 @@ class StreamEndpoint:
         if claims.expires_at < now + settings.sse_max_stream_seconds:
             return session, claims.expires_at, "token_expired"
         return session, now + settings.sse_max_stream_seconds, "max_duration"
+
+    async def _acquire(self, user_id: str, connection_id: str) -> bool:
+        """Record the connection, or 503 within BACKEND_TIMEOUT_SECONDS.
+
+        The Firestore client retries a transaction's begin/commit for up to a
+        minute while the backend is down; the client gets its 503 sooner, and a
+        record that lands after the answer is released again.
+        """
+        registry = self._service.registry
+        attempt = asyncio.ensure_future(asyncio.to_thread(registry.acquire, user_id, connection_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempt), self._service.settings.backend_timeout_seconds)
+        except TimeoutError:
+            logger.warning("connection registry timed out")
+
+            def release_late(done: asyncio.Future[bool]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result():
+                    late = asyncio.get_running_loop().run_in_executor(None, registry.release, user_id, connection_id)
+                    late.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, never raise
+
+            attempt.add_done_callback(release_late)
+        except BackendUnavailable as exc:
+            logger.warning("connection registry unavailable", extra={"error": str(exc)})
+        raise unavailable("connection registry unavailable")
 
     async def _serve(self, session: StreamSession, deadline: float, reason: str, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()

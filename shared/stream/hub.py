@@ -24,6 +24,10 @@ from shared.stream.session import StreamSession
 
 logger = logging.getLogger(__name__)
 
+# Messages waiting for the loop. Beyond this the loop is not keeping up: new
+# messages are dropped and every stream replays from the store instead, so a
+# burst can never grow the process's memory without bound.
+INBOX_LIMIT = 50_000
 # How many streams replay at once after a channel gap (each is one store query).
 GAP_REPLAY_CONCURRENCY = 8
 _GAP_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -50,6 +54,7 @@ class Hub:
         self._users: dict[str, set[StreamSession]] = {}
         self._inbox: list[ChannelMessage] = []
         self._inbox_lock = threading.Lock()
+        self._overflowed = False
         self._gap_semaphore = asyncio.Semaphore(GAP_REPLAY_CONCURRENCY)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
@@ -78,6 +83,9 @@ class Hub:
     def receive(self, message: ChannelMessage) -> None:
         """The channel's message handler; safe to call from any thread."""
         with self._inbox_lock:
+            if len(self._inbox) >= INBOX_LIMIT:
+                self._overflowed = True
+                return
             first = not self._inbox
             self._inbox.append(message)
         if first:
@@ -97,6 +105,7 @@ class Hub:
     def _dispatch(self) -> None:
         with self._inbox_lock:
             batch, self._inbox = self._inbox, []
+            overflowed, self._overflowed = self._overflowed, False
         now = time.time()
         for message in batch:
             metrics.CHANNEL_MESSAGES.inc()
@@ -107,6 +116,9 @@ class Hub:
             encoded = encode_message(message)
             for session in list(sessions):
                 session.offer(message, encoded)
+        if overflowed:
+            logger.error("channel inbox overflowed; streams replay from the store", extra={"limit": INBOX_LIMIT})
+            self.replay_all()
 
     def heartbeat(self) -> None:
         encoded = sse.heartbeat()
