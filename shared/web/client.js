@@ -106,6 +106,13 @@ export class NotificationClient {
     /** Whether older notifications than the loaded ones exist (see loadMore). */
     this.hasMore = false;
     this.timers = { retry: 0, watchdog: 0, refresh: 0 };
+    // Back online: do not sit out the rest of a long backoff.
+    this._online = () => {
+      if (this.running && !this.source && this.state !== "connecting") {
+        clearTimeout(this.timers.retry);
+        this._connect();
+      }
+    };
   }
 
   /** Newest first. @returns {Notification[]} */
@@ -117,6 +124,7 @@ export class NotificationClient {
   async start() {
     if (this.running) return;
     this.running = true;
+    globalThis.addEventListener?.("online", this._online);
     this.token = await this.options.getToken();
     try {
       await this.refresh();
@@ -129,6 +137,7 @@ export class NotificationClient {
   /** Close the stream and stop reconnecting. */
   stop() {
     this.running = false;
+    globalThis.removeEventListener?.("online", this._online);
     this._closeSource();
     for (const key of Object.keys(this.timers)) clearTimeout(this.timers[key]);
     this._setState("disconnected", { reason: "stopped" });

@@ -190,3 +190,14 @@ def _stored(notification_id: str) -> dict[str, Any]:
         "created_at": "2026-11-28T10:00:00Z",
         "read": False,
     }
+
+
+def test_coming_back_online_cuts_a_long_backoff_short(page: Any, fake: FakeStream, context: Any) -> None:
+    fake.plans.append(503)
+    fake.plans.append([established(), Hang()])
+    start(page, ["t1"], minBackoffMs=20_000, maxBackoffMs=30_000)
+    page.wait_for_function("() => client.state === 'disconnected' && window.log.states.includes('error')")
+    context.set_offline(True)
+    context.set_offline(False)
+    page.wait_for_function("() => client.state === 'connected'", timeout=5_000)  # not the 10-20 s backoff
+    assert len(fake.attempts) == 2
