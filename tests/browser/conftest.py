@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -75,9 +76,9 @@ class StreamServer:
         except (urllib.error.URLError, OSError, ValueError, KeyError):
             return False
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.process is not None:
-            self.process.stop()
+            self.process.stop(sig)
             self.process = None
 
     def log(self) -> str:

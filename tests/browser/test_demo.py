@@ -7,12 +7,14 @@ and the assertions are on what the page shows.
 
 from __future__ import annotations
 
+import signal
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import pytest
 
 from shared.config import Settings
 from shared.notification import iso
@@ -213,13 +215,14 @@ def test_rejected_token_is_replaced(
     wait_badge(page, 1)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "crash"])
 def test_page_recovers_every_missed_notification_after_a_stream_restart(
-    context: Any, stream_server: StreamServer, worker: Worker
+    context: Any, stream_server: StreamServer, worker: Worker, sig: signal.Signals
 ) -> None:
     page = open_demo(context, stream_server, f"user={worker.user_id}")
     worker.publish(title="Before the restart", content_request_id="req-0")
     wait_badge(page, 1)
-    stream_server.stop()
+    stream_server.stop(sig)  # SIGKILL: no stream.closing, the connection just drops
     page.wait_for_selector(f'{INDICATOR}[data-connected="false"]', state="attached", timeout=WAIT_MS)
     for number in range(1, 4):
         worker.publish(title=f"During the gap {number}", content_request_id=f"req-{number}")
