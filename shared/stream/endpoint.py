@@ -49,6 +49,11 @@ class StreamEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        if scope.get("method") != "GET":
+            # Starlette adds HEAD to GET routes; a HEAD must not hold a stream open.
+            error = ApiError(405, "method_not_allowed", "the stream is GET only", {"Allow": "GET"})
+            await api_error_response(error)(scope, receive, send)
+            return
         try:
             session, deadline, reason = await self._open(request)
         except ApiError as error:

@@ -113,6 +113,10 @@ class Hub:
             sessions = self._users.get(message.user_id)
             if not sessions:
                 continue
+            if message.data.get("user_id", message.user_id) != message.user_id:
+                # Routing is by the message's user; a body naming someone else is never shown.
+                logger.error("dropping a channel message whose data names another user")
+                continue
             encoded = encode_message(message)
             for session in list(sessions):
                 session.offer(message, encoded)

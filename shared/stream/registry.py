@@ -141,6 +141,10 @@ class FirestoreRegistry(ConnectionRegistry):
         self._client = client
         self._timeout = timeout
         self._subscription = ""
+        # This instance's live connections. An entry of this instance that is not
+        # here is a leftover (its release failed) and stops counting at once.
+        self._local: set[str] = set()
+        self._local_lock = threading.Lock()
 
     def _instance_ref(self, instance_id: str) -> Any:
         return self._client.collection(INSTANCES).document(instance_id)
@@ -196,7 +200,15 @@ class FirestoreRegistry(ConnectionRegistry):
             live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
             instances = sorted({str(e.get("instance")) for e in live.values() if isinstance(e, dict)})
             alive = self._alive(transaction, instances, now)
-            kept = {c: e for c, e in live.items() if isinstance(e, dict) and e.get("instance") in alive}
+            with self._local_lock:
+                local = set(self._local)
+            kept = {
+                c: e
+                for c, e in live.items()
+                if isinstance(e, dict)
+                and e.get("instance") in alive
+                and (e.get("instance") != self.instance_id or c in local)
+            }
             if len(kept) >= self.limit:
                 return False
             kept[connection_id] = {"instance": self.instance_id, "opened_at": now}
@@ -210,8 +222,19 @@ class FirestoreRegistry(ConnectionRegistry):
             )
             return True
 
-        with _backend("connect"):
-            return bool(attempt(self._client.transaction()))
+        # Known locally before the write, so a concurrent connect of the same user
+        # on this instance never mistakes the new entry for a leftover.
+        with self._local_lock:
+            self._local.add(connection_id)
+        accepted = False
+        try:
+            with _backend("connect"):
+                accepted = bool(attempt(self._client.transaction()))
+        finally:
+            if not accepted:
+                with self._local_lock:
+                    self._local.discard(connection_id)
+        return accepted
 
     def release(self, user_id: str, connection_id: str) -> None:
         from google.cloud import firestore
@@ -230,6 +253,8 @@ class FirestoreRegistry(ConnectionRegistry):
             instances = sorted({str(e.get("instance")) for e in live.values() if isinstance(e, dict)})
             transaction.set(ref, {"live": live, "instances": instances, "updated_at": datetime.now(UTC)})
 
+        with self._local_lock:
+            self._local.discard(connection_id)
         with _backend("disconnect"):
             attempt(self._client.transaction())
 

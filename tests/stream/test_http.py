@@ -170,6 +170,8 @@ async def test_unknown_paths_and_methods_are_json(rs256_client: httpx.AsyncClien
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = await rs256_client.post(STREAM)
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    head = await rs256_client.head(STREAM, headers={"Authorization": f"Bearer {_rs256()}"})
+    assert head.status_code == 405
     # The bench hook exists only with STREAM_BENCH_INJECT=1.
     assert (await rs256_client.post("/internal/bench/inject", json=[])).status_code == 404
 

@@ -93,3 +93,22 @@ def test_an_instance_record_is_kept_fresh(stream_server: ServerProcess, settings
     assert first is not None
     assert first["subscription"].endswith(f"/subscriptions/stream-instance-{health['instance_id']}")
     wait_for(lambda: ref.get().to_dict()["heartbeat_at"] > first["heartbeat_at"], 4 * HEARTBEAT, what="heartbeat")
+
+
+def test_leftover_entries_of_this_instance_do_not_count(
+    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+) -> None:
+    """Entries whose release failed (Firestore was down at disconnect) name a live instance but no live stream."""
+    user = new_user()
+    instance_id = httpx.get(f"{stream_server.url}/api/v1/notifications/health").json()["instance_id"]
+    now = datetime.now(UTC)
+    firestore.Client(project=settings.project_id).collection("connections").document(user).set(
+        {
+            "live": {f"gone-{i}": {"instance": instance_id, "opened_at": now} for i in range(3)},
+            "instances": [instance_id],
+            "updated_at": now,
+        }
+    )
+    with EventStream(stream_server.url + STREAM, token=token_for(user)) as stream:
+        assert stream.status == 200
+        assert list(_connections(settings, user)["live"]) == [stream.next().json()["connection_id"]]  # type: ignore[call-overload]
