@@ -131,7 +131,9 @@ def stream_server(emulators_session: EmulatorPair, ingest_push: ServerProcess) -
     server.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running on the main thread while
+# it is started, which would make asyncio.run() fail in every test collected after the browser tests.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).is_file():
         message = f"{CHROMIUM} is missing: apt-get install chromium (devtools/system-packages.sh)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +44,10 @@ class Client:
             async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
                 return await client.request(method, path, **kwargs)
 
-        return asyncio.run(call())
+        # In a thread of its own: Playwright's sync API (browser tests in the same session) keeps an event
+        # loop running on the main thread, where asyncio.run() is refused.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, call()).result(timeout=30)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
