@@ -26,6 +26,10 @@ from typing import Any
 
 COUNTS: Counter[str] = Counter()
 TIMINGS: list[dict[str, Any]] = []
+# BENCH_PROFILE=1: when the process paused for garbage collection and when the
+# stream hub wrote heartbeats to every stream, to explain latency spikes.
+GC_PAUSES: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+HEARTBEATS: list[tuple[float, float, int]] = []  # (start, seconds in the call, streams)
 _LOCK = threading.Lock()
 _DIR: Path | None = None
 
@@ -204,6 +208,36 @@ def _patch_ingest() -> None:
     ingest_module.ingest = timed_ingest
 
 
+def _patch_profile() -> None:
+    import gc
+
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.time()
+        elif info.get("generation", 0) >= 1:
+            now = time.time()
+            with _LOCK:
+                GC_PAUSES.append((started[0], now - started[0], int(info.get("generation", 0))))
+
+    gc.callbacks.append(on_gc)
+    try:
+        from shared.stream.hub import Hub
+    except ImportError:
+        return
+    original = Hub.heartbeat
+
+    @functools.wraps(original)
+    def timed_heartbeat(self: Any) -> None:
+        begin = time.time()
+        original(self)
+        with _LOCK:
+            HEARTBEATS.append((begin, time.time() - begin, len(self.sessions())))
+
+    Hub.heartbeat = timed_heartbeat  # type: ignore[method-assign]
+
+
 def flush() -> None:
     if _DIR is None:
         return
@@ -212,10 +246,15 @@ def flush() -> None:
         counts = dict(COUNTS)
         timings = TIMINGS[:]
         TIMINGS.clear()
+        profile = {"gc": GC_PAUSES[:], "heartbeats": HEARTBEATS[:]}
     target = _DIR / f"{pid}.json"
     temporary = _DIR / f".{pid}.json.tmp"
     temporary.write_text(json.dumps({"role": os.environ.get("BENCH_ROLE", ""), "pid": pid, "counts": counts}))
     temporary.replace(target)
+    if profile["gc"] or profile["heartbeats"]:
+        temporary = _DIR / f".{pid}.profile.tmp"
+        temporary.write_text(json.dumps(profile))
+        temporary.replace(_DIR / f"{pid}.profile")
     if timings:
         with (_DIR / f"{pid}.timings.jsonl").open("a") as out:
             for record in timings:
@@ -247,8 +286,11 @@ def install(directory: str) -> None:
     global _DIR
     _DIR = Path(directory)
     _DIR.mkdir(parents=True, exist_ok=True)
-    _patch_firestore()
-    _patch_pubsub()
+    if os.environ.get("BENCH_COUNT", "1") == "1":
+        _patch_firestore()
+        _patch_pubsub()
+    if os.environ.get("BENCH_PROFILE") == "1":
+        _patch_profile()
     if os.environ.get("BENCH_INGEST_TIMINGS") == "1":
         _patch_ingest()
     os.register_at_fork(after_in_child=_after_fork)
@@ -265,6 +307,18 @@ def read_counts(directory: str | Path) -> dict[str, Counter[str]]:
             continue
         totals.setdefault(data.get("role", ""), Counter()).update(data.get("counts", {}))
     return totals
+
+
+def read_profile(directory: str | Path) -> dict[str, list[list[float]]]:
+    merged: dict[str, list[list[float]]] = {"gc": [], "heartbeats": []}
+    for path in Path(directory).glob("*.profile"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in merged:
+            merged[key].extend(data.get(key, []))
+    return merged
 
 
 def read_timings(directory: str | Path) -> list[dict[str, Any]]:

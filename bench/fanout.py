@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.cost_hook import read_profile
 from bench.loadgen import LoopLag, StreamPool, own_cpu_seconds, summary_ms
 from bench.publishers import InjectPublisher, NchanPublisher, Publisher
 from bench.servers import Server
@@ -55,6 +57,44 @@ async def _settle(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def _by_second(times: list[float], latencies: list[float], start: float) -> list[float]:
+    worst: dict[int, float] = {}
+    for at, latency in zip(times, latencies, strict=True):
+        second = int(at - start)
+        worst[second] = max(worst.get(second, 0.0), latency)
+    return [round(worst.get(s, 0.0) * 1000, 1) for s in range(max(worst) + 1)] if worst else []
+
+
+def _attribute(
+    times: list[float], latencies: list[float], profile: dict[str, list[list[float]]], start: float, end: float
+) -> dict[str, Any]:
+    """Which slow deliveries (> 50 ms) overlapped a server heartbeat burst or a garbage collection."""
+    gcs = sorted((p[0], p[0] + p[1], p[2]) for p in profile.get("gc", []) if start <= p[0] <= end)
+    beats = sorted(p[0] for p in profile.get("heartbeats", []) if start <= p[0] <= end)
+    beat_calls = [p[1] for p in profile.get("heartbeats", []) if start <= p[0] <= end]
+    slow = [(at - latency, at) for at, latency in zip(times, latencies, strict=True) if latency > 0.05]
+    near_beat = near_gc = 0
+    for sent, received in slow:
+        i = bisect.bisect_left(beats, sent - 0.001)
+        if i < len(beats) and beats[i] <= received:
+            near_beat += 1
+        j = bisect.bisect_left(gcs, (sent - 5.0,))
+        if any(g_start <= received and g_end >= sent for g_start, g_end, _ in gcs[j:] if g_start <= received):
+            near_gc += 1
+    gen2 = [g for g in gcs if g[2] == 2]
+    return {
+        "slow_deliveries_over_50ms": len(slow),
+        "slow_overlapping_a_heartbeat_burst": near_beat,
+        "slow_overlapping_a_gc_pause": near_gc,
+        "heartbeat_bursts": len(beats),
+        "heartbeat_call_max_ms": round(max(beat_calls, default=0.0) * 1000, 1),
+        "gc_pauses_gen1_2": len(gcs),
+        "gc_gen2_pauses": len(gen2),
+        "gc_pause_max_ms": round(max((g[1] - g[0] for g in gcs), default=0.0) * 1000, 1),
+        "gc_pause_total_ms": round(sum(g[1] - g[0] for g in gcs) * 1000, 1),
+    }
+
+
 async def run_load(
     kind: str,
     server: Server,
@@ -63,6 +103,7 @@ async def run_load(
     connect_rate: float,
     path_for: Callable[[str], str],
     drain_timeout: float = 15.0,
+    profile_dir: str | None = None,
 ) -> Outcome:
     """``kind`` "inject" (our service or the stand-in) or "nchan" decides how messages are published."""
     pool = StreamPool("127.0.0.1", server.port)
@@ -86,6 +127,7 @@ async def run_load(
     lag = LoopLag()
     server_cpu0, client_cpu0, wall0 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     lag.start()
+    publish_started = time.time()
     await publisher.run(load.duration)
     expected = pool.expected(publisher.per_user)
     await _settle(lambda: pool.delivered() >= expected, drain_timeout)
@@ -124,10 +166,16 @@ async def run_load(
         "client_cpu_pct": round(100 * client_cpu / wall, 1),
         "client_loop_lag_ms": loop_lag,
         "publish_catch_up_max": publisher.behind_max,
+        # Spikes that recur every heartbeat interval show up here.
+        "max_latency_ms_by_second": _by_second(pool.receive_times, pool.latencies, publish_started),
         "measured_seconds": round(wall, 1),
         "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if profile_dir is not None:
+        await asyncio.sleep(0.7)  # the server's hook writes its profile every 0.5 s
+        profile = read_profile(profile_dir)
+        result["server_profile"] = _attribute(pool.receive_times, pool.latencies, profile, publish_started, time.time())
     pool.close()
     await asyncio.sleep(0.2)
     return Outcome(result, pool.latencies)

@@ -73,6 +73,7 @@ class StreamPool:
         self.by_user: dict[str, list[Stream]] = {}
         self.sent_at: dict[str, float] = {}  # key -> publisher's timestamp
         self.latencies: list[float] = []
+        self.receive_times: list[float] = []  # parallel to latencies
         self.unknown = 0  # notifications whose key the publisher never sent
         self.misrouted = 0  # a notification of another user
         self.user_of_key: dict[str, str] = {}
@@ -138,6 +139,7 @@ class StreamPool:
         if self.user_of_key.get(key) != stream.user:
             self.misrouted += 1
         self.latencies.append(now - sent)
+        self.receive_times.append(now)
         if self.first_receive is None:
             self.first_receive = now
         self.last_receive = now
@@ -278,7 +280,7 @@ class SseProtocol(asyncio.Protocol):
             if not data_lines and event == b"message":
                 continue  # a comment or retry-only block
             stream.events += 1
-            if event == b"heartbeat":
+            if event in (b"heartbeat", b"ping"):  # ours, nchan
                 stream.heartbeats += 1
             elif event in (b"notification", b"message"):
                 self.pool.on_notification(stream, b"\n".join(data_lines), now)

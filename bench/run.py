@@ -17,7 +17,9 @@ import logging
 import os
 import platform
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -83,17 +85,24 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
         for target in targets:
             label = ours if target == "stream" else target
             logger.warning("load %s on %s: %s", load.name, label, load.label)
+            profile_dir: str | None = None
             if target == "nchan":
                 server = start_nchan(HEARTBEAT_SECONDS)
                 path_for = _nchan_path
                 kind = "nchan"
             else:
                 per_user = max(3, -(-load.streams // load.users) + 1)
-                server = start_stream_service(_stream_env(per_user), standin=ours == "standin")
+                profile_dir = tempfile.mkdtemp(prefix="bench-profile-")
+                profile_env = {"BENCH_HOOK_DIR": profile_dir, "BENCH_COUNT": "0", "BENCH_PROFILE": "1"}
+                server = start_stream_service(
+                    {**_stream_env(per_user), **profile_env}, standin=ours == "standin", hook=True
+                )
                 path_for = paths.__getitem__
                 kind = "inject"
             try:
-                outcome: Outcome = await run_load(kind, server, load, connect_rate=connect_rate, path_for=path_for)
+                outcome: Outcome = await run_load(
+                    kind, server, load, connect_rate=connect_rate, path_for=path_for, profile_dir=profile_dir
+                )
             except Exception as exc:  # a failed run is reported, not fatal to the others
                 logger.exception("load %s on %s failed", load.name, label)
                 per_target[label] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -101,6 +110,8 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
             finally:
                 alive = server.process.poll() is None
                 server.stop()
+                if profile_dir is not None:
+                    shutil.rmtree(profile_dir, ignore_errors=True)
             outcome.result["server_alive_at_end"] = alive
             per_target[label] = outcome.result
             section["latencies"][f"{load.name}:{label}"] = outcome.latencies

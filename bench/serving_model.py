@@ -124,6 +124,9 @@ class Result:
     rss_with_streams_mib: float
     kib_per_stream: float
     threads: int
+    delivered: int = 0
+    fanout_p50_ms: float = 0.0
+    fanout_p99_ms: float = 0.0
     error: str = ""
 
 
@@ -178,6 +181,7 @@ def _start(model: str, streams: int) -> tuple[subprocess.Popen[bytes], int, Path
         "SSE_MAX_CONNECTIONS_PER_USER": "1000",
         "LOG_LEVEL": "WARNING",
         "DEMO_PAGE": "off",
+        "STREAM_BENCH_INJECT": "1",
     }
     fd, name = tempfile.mkstemp(prefix=f"serving-{model}-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
@@ -215,11 +219,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 # Clients ------------------------------------------------------------------------------------
 
 
-async def _open_streams(port: int, tokens: list[str], concurrency: int = 64) -> list[asyncio.StreamWriter]:
-    gate = asyncio.Semaphore(concurrency)
-    writers: list[asyncio.StreamWriter] = []
+Stream = tuple[str, asyncio.StreamReader, asyncio.StreamWriter]
 
-    async def one(token: str) -> None:
+
+async def _open_streams(port: int, tokens: list[tuple[str, str]], concurrency: int = 64) -> list[Stream]:
+    gate = asyncio.Semaphore(concurrency)
+    streams: list[Stream] = []
+
+    async def one(user: str, token: str) -> None:
         async with gate:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
@@ -231,34 +238,87 @@ async def _open_streams(port: int, tokens: list[str], concurrency: int = 64) -> 
                 if not chunk:
                     raise ConnectionError(buffer[:200].decode(errors="replace"))
                 buffer += chunk
-            writers.append(writer)
+            streams.append((user, reader, writer))
 
-    results = await asyncio.gather(*(one(t) for t in tokens), return_exceptions=True)
+    results = await asyncio.gather(*(one(u, t) for u, t in tokens), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         print(f"  {len(errors)} streams failed, e.g. {errors[0]!r}", file=sys.stderr)
-    return writers
+    return streams
 
 
-def measure(model: str, streams: int) -> Result:
+_STAMP = re.compile(rb'"bench_t":([0-9.]+)')
+
+
+async def _fanout(port: int, streams: list[Stream], rounds: int) -> list[float]:
+    """Latencies (s) from injection to receipt of one notification per stream, ``rounds`` times."""
+    import httpx
+
+    latencies: list[float] = []
+
+    async def receive(reader: asyncio.StreamReader, want: int) -> None:
+        buffer = b""
+        got = 0
+        while got < want:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            now = time.time()
+            buffer += chunk
+            for match in _STAMP.finditer(buffer):
+                latencies.append(now - float(match.group(1)))
+                got += 1
+            buffer = buffer[buffer.rfind(b"\n") + 1 :]
+
+    readers = [asyncio.ensure_future(receive(reader, rounds)) for _, reader, _ in streams]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        for number in range(rounds):
+            sent = time.time()
+            batch = [
+                {
+                    "user_id": user,
+                    "type": "notification",
+                    "data": {"id": f"{int(sent * 1e6):014x}{index:010x}", "user_id": user, "bench_t": sent},
+                    "sent_at": sent,
+                }
+                for index, (user, _, _) in enumerate(streams)
+            ]
+            response = await client.post("/internal/bench/inject", json=batch)
+            response.raise_for_status()
+            await asyncio.sleep(1.0 if number < rounds - 1 else 0)
+    await asyncio.wait(readers, timeout=30)
+    for task in readers:
+        task.cancel()
+    return latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def measure(model: str, streams: int, rounds: int) -> Result:
     from shared.config import load_settings
     from shared.tokens import mint_token
 
     settings = load_settings({"JWT_SECRET": SECRET})
-    tokens = [mint_token(f"bench-{i}", settings, ttl_seconds=3600) for i in range(streams)]
+    tokens = [(f"bench-{i}", mint_token(f"bench-{i}", settings, ttl_seconds=3600)) for i in range(streams)]
     process, port, log = _start(model, streams)
     try:
         idle, _ = _tree_rss(process.pid)
 
         async def run() -> Result:
             started = time.monotonic()
-            writers = await _open_streams(port, tokens)
+            opened_streams = await _open_streams(port, tokens)
             elapsed = time.monotonic() - started
             await asyncio.sleep(2.0)  # settle: lazily created state, thread stacks touched
             busy, threads = _tree_rss(process.pid)
-            for writer in writers:
+            opened = len(opened_streams)
+            latencies: list[float] = []
+            if rounds and model.startswith("asgi"):
+                latencies = await _fanout(port, opened_streams, rounds)
+            for _, _, writer in opened_streams:
                 writer.close()
-            opened = len(writers)
             per_stream = (busy - idle) / opened / 1024 if opened else 0.0
             return Result(
                 model,
@@ -269,6 +329,9 @@ def measure(model: str, streams: int) -> Result:
                 round(busy / 2**20, 1),
                 round(per_stream, 1),
                 threads,
+                len(latencies),
+                round(_percentile(latencies, 0.5) * 1000, 1),
+                round(_percentile(latencies, 0.99) * 1000, 1),
             )
 
         return asyncio.run(run())
@@ -283,19 +346,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--streams", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--models", nargs="+", default=["asgi-uvloop", "asgi-asyncio", "flask-gthread"])
+    parser.add_argument("--rounds", type=int, default=3, help="fan-out rounds (one notification per stream each)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     _raise_nofile()
     results = []
-    print("| model | streams | opened | s to open | RSS idle MiB | RSS with streams MiB | KiB/stream | threads |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | streams | opened | s to open | RSS idle MiB | RSS with streams MiB | KiB/stream | threads"
+        " | delivered | fan-out p50 ms | fan-out p99 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for count in args.streams:
-            result = measure(model, count)
+            result = measure(model, count, args.rounds)
             results.append(result)
             row = (
                 f"| {result.model} | {result.streams} | {result.opened} | {result.seconds_to_open} | "
-                f"{result.rss_idle_mib} | {result.rss_with_streams_mib} | {result.kib_per_stream} | {result.threads} |"
+                f"{result.rss_idle_mib} | {result.rss_with_streams_mib} | {result.kib_per_stream} | {result.threads} | "
+                f"{result.delivered} | {result.fanout_p50_ms} | {result.fanout_p99_ms} |"
             )
             print(row + (f" error: {result.error}" if result.error else ""), flush=True)
     if args.json:
