@@ -37,7 +37,6 @@ CLEANUP_FUNCTION="notifications-cleanup"
 SCHEDULER_JOB="notifications-cleanup-every-5m"
 STREAM_ROLE="notificationsStreamSubscriptions"
 CLEANUP_ROLE="notificationsCleanupSubscriptions"
-TTL_GROUPS=(notifications event_keys stream_instances cleanup_orphan_subscriptions)
 APIS=(
   cloudbuild.googleapis.com cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
   pubsub.googleapis.com firestore.googleapis.com secretmanager.googleapis.com cloudscheduler.googleapis.com
@@ -126,7 +125,7 @@ stage() {  # stage NAME: build/NAME with main.py (or the service tree), shared/ 
     cp "$ROOT"/functions/stream/*.py "$dest/functions/stream/"
     # Cloud Run's Python buildpack starts the Procfile's web process (same command as docs/stream.md).
     cat >"$dest/Procfile" <<'PROCFILE'
-web: python -m uvicorn functions.stream.main:app --host 0.0.0.0 --port ${PORT:-8080} --no-server-header --timeout-graceful-shutdown 8
+web: python -m uvicorn functions.stream.main:app --host 0.0.0.0 --port ${PORT:-8080} --loop uvloop --http httptools --no-server-header --timeout-graceful-shutdown 8
 PROCFILE
     echo "3.11" >"$dest/.python-version"
   else
@@ -197,22 +196,25 @@ ensure_firestore() {
   gexists firestore databases describe --database='(default)' ||
     g firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native
 
-  local group field state
-  for group in "${TTL_GROUPS[@]}"; do
-    state="$(gq firestore indexes fields describe expire_at --collection-group="$group" \
+  local indexes="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}"
+  if [ ! -f "$indexes" ]; then
+    echo "deploy.sh: $indexes is missing (Firestore indexes and TTL policies)" >&2
+    exit 1
+  fi
+  local group field state existing plan args
+  # TTL first and synchronously: Firestore refuses a second operation on a field
+  # (the index override below) while one is running on it.
+  plan="$(python3 "$ROOT/ops/firestore_indexes.py" ttl "$indexes")"
+  while IFS=$'\t' read -r group field; do
+    [ -n "$group" ] || continue
+    state="$(gq firestore indexes fields describe "$field" --collection-group="$group" \
       --format='value(ttlConfig.state)' || true)"
     case "$state" in
       ACTIVE|CREATING) ;;
-      *) g firestore fields ttls update expire_at --collection-group="$group" --enable-ttl --async ;;
+      *) g firestore fields ttls update "$field" --collection-group="$group" --enable-ttl ;;
     esac
-  done
+  done <<<"$plan"
 
-  local indexes="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}"
-  if [ ! -f "$indexes" ]; then
-    log "warning: $indexes is missing; no composite indexes applied"
-    return 0
-  fi
-  local existing plan args
   existing="$(gq firestore indexes composite list --format=json || echo '[]')"
   plan="$(printf '%s' "$existing" | python3 "$ROOT/ops/firestore_indexes.py" composite "$indexes")"
   while IFS= read -r args; do
@@ -221,8 +223,9 @@ ensure_firestore() {
     g firestore indexes composite create $args --async
   done <<<"$plan"
 
-  # Single-field indexes with collection-group scope (cleanup's expire_at queries):
-  # gcloud can only set collection scope, so these go through the Admin REST API.
+  # Single-field overrides: indexes with collection-group scope (cleanup's expire_at
+  # queries; gcloud can only set collection scope) and exemptions (an empty list),
+  # all through the Firestore Admin REST API.
   plan="$(python3 "$ROOT/ops/firestore_indexes.py" overrides "$indexes")"
   while IFS=$'\t' read -r group field; do
     [ -n "$group" ] || continue
@@ -241,13 +244,15 @@ field_override() {  # field_override GROUP FIELD INDEXES_JSON
     mkdir -p "$BUILD_DIR"
     python3 "$ROOT/ops/firestore_indexes.py" override-body "$3" "$1" "$2" >"$body"
   fi
-  # The access token reaches curl on stdin (-H @-), never on its command line.
-  echo "+ gcloud auth print-access-token | curl (Authorization header on stdin)"
+  # The access token reaches curl on stdin (-H @-), never on its command line; retried
+  # while Firestore still runs another operation on the field.
+  local curl_args=(-sSf -o /dev/null --retry 6 --retry-all-errors --retry-delay 20
+    -X PATCH -H @- -H 'Content-Type: application/json' --data-binary "@$body" "$url")
+  echo "+ gcloud auth print-access-token | (Authorization header on stdin)"
   if [ "$DRY_RUN" = 1 ]; then
-    run curl -sSf -X PATCH -H @- -H 'Content-Type: application/json' --data-binary "@$body" "$url"
+    run curl "${curl_args[@]}"
   else
-    gcloud auth print-access-token --quiet | sed 's/^/Authorization: Bearer /' |
-      run curl -sSf -o /dev/null -X PATCH -H @- -H 'Content-Type: application/json' --data-binary "@$body" "$url"
+    gcloud auth print-access-token --quiet | sed 's/^/Authorization: Bearer /' | run curl "${curl_args[@]}"
   fi
 }
 

@@ -4,9 +4,11 @@ Standard library only: deploy.sh runs it on any machine with python3.
 
   composite FILE            stdin: `gcloud firestore indexes composite list --format=json`;
                             prints one line of gcloud flags per composite index still missing
-  overrides FILE            prints "group<TAB>field" per single-field override to apply
+  ttl FILE                  prints "group<TAB>field" per TTL policy
+  overrides FILE            prints "group<TAB>field" per single-field override (an empty
+                            index list exempts the field from indexing)
   override-present FILE G F stdin: `gcloud firestore indexes fields describe F --format=json`;
-                            exit 0 when the field already has every wanted index
+                            exit 0 when the field already has exactly the wanted indexes
   override-body FILE G F    prints the Admin API body (PATCH ...fields/F?updateMask=indexConfig)
 
 Cleanup's collection-group queries on ``expire_at`` need single-field indexes
@@ -28,6 +30,13 @@ REQUIRED_OVERRIDES: dict[tuple[str, str], list[dict[str, str]]] = {
         {"order": "ASCENDING", "queryScope": "COLLECTION_GROUP"},
     ]
     for group in ("notifications", "event_keys")
+}
+
+
+# Collection groups whose expire_at the code sets and relies on a TTL policy for.
+REQUIRED_TTL = {
+    (group, "expire_at")
+    for group in ("notifications", "event_keys", "stream_instances", "cleanup_orphan_subscriptions")
 }
 
 
@@ -74,22 +83,36 @@ def composite(path: str, existing_json: str) -> list[str]:
 
 
 def overrides(path: str) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Every single-field override: the file's (an empty list exempts the field from indexing) plus cleanup's."""
     wanted = dict(REQUIRED_OVERRIDES)
     for override in _load(path).get("fieldOverrides", []):
-        indexes = override.get("indexes")
-        if indexes:
-            wanted[(override["collectionGroup"], override["fieldPath"])] = indexes
+        if "indexes" in override:
+            wanted[(override["collectionGroup"], override["fieldPath"])] = list(override["indexes"])
     return wanted
 
 
+def ttl_fields(path: str) -> list[tuple[str, str]]:
+    """(collection group, field) pairs with a TTL policy: the file's plus the ones the code relies on."""
+    found = set(REQUIRED_TTL)
+    for override in _load(path).get("fieldOverrides", []):
+        if override.get("ttl"):
+            found.add((override["collectionGroup"], override["fieldPath"]))
+    return sorted(found)
+
+
 def override_present(path: str, group: str, field: str, described_json: str) -> bool:
+    """True when the field's index configuration is exactly the wanted one (not inherited)."""
     wanted = overrides(path).get((group, field), [])
     described = json.loads(described_json or "{}") or {}
+    config = described.get("indexConfig")
+    if not isinstance(config, dict) or config.get("usesAncestorConfig"):
+        return False
     have = {
         _index_key(group, index.get("queryScope", "COLLECTION"), index.get("fields", []))
-        for index in described.get("indexConfig", {}).get("indexes", [])
+        for index in config.get("indexes", [])
     }
-    return all(_index_key(group, i["queryScope"], [{"fieldPath": field, **i}]) in have for i in wanted)
+    want = {_index_key(group, i["queryScope"], [{"fieldPath": field, **i}]) for i in wanted}
+    return have == want
 
 
 def override_body(path: str, group: str, field: str) -> dict[str, Any]:
@@ -110,6 +133,8 @@ def main(argv: list[str]) -> int:
     command, path = argv[0], argv[1]
     if command == "composite":
         print("\n".join(composite(path, sys.stdin.read())))
+    elif command == "ttl":
+        print("\n".join(f"{g}\t{f}" for g, f in ttl_fields(path)))
     elif command == "overrides":
         print("\n".join(f"{g}\t{f}" for g, f in sorted(overrides(path))))
     elif command == "override-present":

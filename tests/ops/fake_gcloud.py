@@ -34,6 +34,25 @@ def _composite_indexes() -> str:
     return json.dumps(found)
 
 
+def _field(group: str, field: str) -> dict[str, object]:
+    """The field as the Admin API describes it once deploy.sh configured it as the file says."""
+    path = Path(os.environ["FAKE_GCLOUD_INDEXES"])
+    wanted = [{"order": "ASCENDING", "queryScope": s} for s in ("COLLECTION", "COLLECTION_GROUP")]
+    for override in json.loads(path.read_text()).get("fieldOverrides", []):
+        if (override["collectionGroup"], override["fieldPath"]) == (group, field) and "indexes" in override:
+            wanted = override["indexes"]
+    indexes = [
+        {"queryScope": i["queryScope"], "fields": [{"fieldPath": field, "order": i["order"]}], "state": "READY"}
+        for i in wanted
+    ]
+    config: dict[str, object] = {"indexes": indexes} if indexes else {}
+    return {
+        "name": f"projects/p/databases/(default)/collectionGroups/{group}/fields/{field}",
+        "indexConfig": config,
+        "ttlConfig": {"state": "ACTIVE"},
+    }
+
+
 def answer(argv: list[str], present: bool) -> tuple[int, str]:
     words = [a for a in argv if not a.startswith("-")]
     fmt = next((a.split("=", 1)[1] for a in argv if a.startswith("--format=")), "")
@@ -48,9 +67,8 @@ def answer(argv: list[str], present: bool) -> tuple[int, str]:
             if "ttlConfig.state" in fmt:
                 return 0, "ACTIVE"
             field = words[words.index("describe") + 1]
-            scopes = ("COLLECTION", "COLLECTION_GROUP")
-            indexes = [{"queryScope": s, "fields": [{"fieldPath": field, "order": "ASCENDING"}]} for s in scopes]
-            return 0, json.dumps({"indexConfig": {"indexes": indexes}, "ttlConfig": {"state": "ACTIVE"}})
+            group = next(a.split("=", 1)[1] for a in argv if a.startswith("--collection-group="))
+            return 0, json.dumps(_field(group, field))
         return 0, "{}"
     if "list" in words:
         if words[:2] == ["services", "list"]:

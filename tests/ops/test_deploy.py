@@ -56,7 +56,9 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
 
     # Firestore: database, TTL on expire_at, composite indexes, collection-group expire_at indexes.
     run.one("firestore", "databases", "create")
-    ttl_groups = {flag(c, "collection-group") for c in run.find("ttls", "update", "expire_at", "--enable-ttl")}
+    ttl = run.find("ttls", "update", "expire_at", "--enable-ttl")
+    assert not any(c.has("--async") for c in ttl), "TTL must be done before the same field's index override"
+    ttl_groups = {flag(c, "collection-group") for c in ttl}
     assert ttl_groups == {"notifications", "event_keys", "stream_instances", "cleanup_orphan_subscriptions"}
     wanted = json.loads(cloud.indexes.read_text())["indexes"]
     composite = run.find("firestore", "indexes", "composite", "create")
@@ -68,15 +70,21 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
         == [f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}" for f in first["fields"]]
         for c in composite
     )
-    patches = [c for c in run.calls if c.tool == "curl"]
-    urls = {c.argv[-1] for c in patches}
-    for group in ("notifications", "event_keys"):
-        assert any(f"/collectionGroups/{group}/fields/expire_at?updateMask=indexConfig" in u for u in urls)
-    for patch in patches:
+    bodies = {}
+    for patch in (c for c in run.calls if c.tool == "curl"):
         assert "fake-access-token" not in " ".join(patch.argv) and patch.has("-H", "@-") and patch.stdin_bytes > 0
-        body = json.loads(Path(patch.argv[patch.argv.index("--data-binary") + 1][1:]).read_text())
-        scopes = {i["queryScope"] for i in body["indexConfig"]["indexes"]}
-        assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
+        assert patch.has("-X", "PATCH") and patch.argv[-1].endswith("?updateMask=indexConfig")
+        where = patch.argv[-1].split("/collectionGroups/")[1].split("?")[0]  # G/fields/F
+        bodies[where] = json.loads(Path(patch.argv[patch.argv.index("--data-binary") + 1][1:]).read_text())
+    for group in ("notifications", "event_keys"):
+        indexes = bodies[f"{group}/fields/expire_at"]["indexConfig"]["indexes"]
+        assert {
+            "queryScope": "COLLECTION_GROUP",
+            "fields": [{"fieldPath": "expire_at", "order": "ASCENDING"}],
+        } in indexes
+    for override in json.loads(cloud.indexes.read_text()).get("fieldOverrides", []):
+        body = bodies[f"{override['collectionGroup']}/fields/{override['fieldPath']}"]
+        assert len(body["indexConfig"]["indexes"]) == len(override["indexes"]), override
 
     # The JWT secret: created from the file, mounted from Secret Manager on the stream service only.
     secret = run.one("secrets", "create", "notifications-jwt-secret")

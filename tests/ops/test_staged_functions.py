@@ -136,3 +136,11 @@ def test_staged_stream_service_starts_from_its_procfile_and_is_healthy(staged: P
         assert health.status_code == 200
     finally:
         server.stop()
+
+
+def test_the_procfile_runs_the_command_docs_stream_md_documents(staged: Path) -> None:
+    docs = (ROOT / "docs" / "stream.md").read_text()
+    block = docs.split("## Starting it", 1)[1].split("\n\n", 2)[1]
+    documented = " ".join(block.replace("\\\n", " ").split())
+    web = next(line for line in (staged / "stream" / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    assert " ".join(web[len("web:") :].split()) == documented
