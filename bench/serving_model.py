@@ -9,7 +9,12 @@ Models measured, each on the embedded memory backends with the same JWT check:
 
 For each model and stream count: start the server, open N streams (raw sockets,
 each waits for ``connection.established``), then read the RSS of the server's
-process tree. Per-stream RSS = (RSS with N streams - RSS idle) / N.
+process tree. Per-stream RSS = (RSS with N streams - RSS idle) / N. Then, for
+the ASGI models, ``--rounds`` bursts of one notification per stream through
+the bench injection hook (STREAM_BENCH_INJECT=1): latency from the POST to
+receipt (includes the POST of the whole burst and this process reading every
+socket, so it is a harness figure) and the server's CPU time per delivered
+event (utime + stime from /proc, independent of the client).
 
     .venv/bin/python -m bench.serving_model --streams 1000 2000
 """
@@ -48,6 +53,11 @@ def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _tree_rss(pid: int) -> tuple[int, int]:
@@ -127,6 +137,7 @@ class Result:
     delivered: int = 0
     fanout_p50_ms: float = 0.0
     fanout_p99_ms: float = 0.0
+    server_cpu_us_per_event: float = 0.0
     error: str = ""
 
 
@@ -315,8 +326,11 @@ def measure(model: str, streams: int, rounds: int) -> Result:
             busy, threads = _tree_rss(process.pid)
             opened = len(opened_streams)
             latencies: list[float] = []
+            cpu = 0.0
             if rounds and model.startswith("asgi"):
+                cpu_before = _cpu_seconds(process.pid)
                 latencies = await _fanout(port, opened_streams, rounds)
+                cpu = _cpu_seconds(process.pid) - cpu_before
             for _, _, writer in opened_streams:
                 writer.close()
             per_stream = (busy - idle) / opened / 1024 if opened else 0.0
@@ -332,6 +346,7 @@ def measure(model: str, streams: int, rounds: int) -> Result:
                 len(latencies),
                 round(_percentile(latencies, 0.5) * 1000, 1),
                 round(_percentile(latencies, 0.99) * 1000, 1),
+                round(cpu / len(latencies) * 1e6, 1) if latencies else 0.0,
             )
 
         return asyncio.run(run())
@@ -353,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     print(
         "| model | streams | opened | s to open | RSS idle MiB | RSS with streams MiB | KiB/stream | threads"
-        " | delivered | fan-out p50 ms | fan-out p99 ms |"
+        " | delivered | fan-out p50 ms | fan-out p99 ms | server CPU us/event |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for count in args.streams:
             result = measure(model, count, args.rounds)
@@ -363,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             row = (
                 f"| {result.model} | {result.streams} | {result.opened} | {result.seconds_to_open} | "
                 f"{result.rss_idle_mib} | {result.rss_with_streams_mib} | {result.kib_per_stream} | {result.threads} | "
-                f"{result.delivered} | {result.fanout_p50_ms} | {result.fanout_p99_ms} |"
+                f"{result.delivered} | {result.fanout_p50_ms} | {result.fanout_p99_ms} | "
+                f"{result.server_cpu_us_per_event} |"
             )
             print(row + (f" error: {result.error}" if result.error else ""), flush=True)
     if args.json:
