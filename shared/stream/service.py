@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -33,6 +34,9 @@ _SUBSCRIBE_RETRY = (1.0, 2.0, 5.0, 10.0)
 HEALTH_CACHE_SECONDS = 5.0
 # Cloud Run allows 10 s between SIGTERM and SIGKILL; streams get most of it.
 SHUTDOWN_DRAIN_SECONDS = 5.0
+# Store and registry calls are blocking and run in threads; asyncio's default
+# pool (cores + 4) would serialise a reconnect storm of thousands of streams.
+IO_THREADS = 64
 
 
 def build_registry(settings: Settings, backends: Backends, instance_id: str) -> ConnectionRegistry:
@@ -71,6 +75,7 @@ class StreamService:
     # Lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="stream-io"))
         self.hub = Hub(self.backends.store, self.settings.sse_max_backlog_messages, loop)
         self._health_lock = asyncio.Lock()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -88,7 +89,7 @@ def _stored(store: MemoryStore, user: str, count: int) -> list[str]:
     start = datetime.now(UTC) - timedelta(minutes=1)
     ids = []
     for number in range(count):
-        event = ContentEvent("content_generation.completed", user, f"t{number}", "", f"e{number}")
+        event = ContentEvent("content_generation.completed", user, f"t{number}", "", uuid.uuid4().hex)
         stored, _ = store.persist(build_notification(event, 30, start + timedelta(seconds=number)))
         assert stored is not None
         ids.append(stored.id)
@@ -113,3 +114,24 @@ def test_replay_and_live_merge_without_gap_or_duplicate() -> None:
 
     got, ids = asyncio.run(scenario())
     assert got == [*ids[1:], "f" * 24]
+
+
+def test_a_channel_gap_replays_what_open_streams_missed() -> None:
+    async def scenario() -> tuple[list[str | None], list[str]]:
+        store = MemoryStore()
+        before = _stored(store, "u1", 1)  # sent on the stream before the gap
+        hub = Hub(store, backlog=10, loop=asyncio.get_running_loop())
+        session = StreamSession("u1", "c1", 16, "0" * 24)
+        hub.add(session)
+        first = ChannelMessage("u1", "notification", {"id": before[0], "user_id": "u1"})
+        session.offer(first, encode_message(first))
+        missed = _stored(store, "u1", 2)  # published while the subscription was down
+        hub.gap()  # what the subscription calls from its thread after re-subscribing
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not session.replaying and session.last_id == missed[-1]:
+                break
+        return [e.id for e in _parse(session.take())], [*before, *missed]
+
+    got, expected = asyncio.run(scenario())
+    assert got == expected
