@@ -66,32 +66,42 @@ def _by_second(times: list[float], latencies: list[float], start: float) -> list
 
 
 def _attribute(
-    times: list[float], latencies: list[float], profile: dict[str, list[list[float]]], start: float, end: float
+    times: list[float],
+    latencies: list[float],
+    connects: list[tuple[float, float]],
+    profile: dict[str, list[list[float]]],
+    start: float,
+    end: float,
 ) -> dict[str, Any]:
-    """Which slow deliveries (> 50 ms) overlapped a server heartbeat burst or a garbage collection."""
-    gcs = sorted((p[0], p[0] + p[1], p[2]) for p in profile.get("gc", []) if start <= p[0] <= end)
-    beats = sorted(p[0] for p in profile.get("heartbeats", []) if start <= p[0] <= end)
+    """How many slow deliveries (> 50 ms) and slow connects (> 200 ms) came within 1 s after the
+    server wrote a heartbeat to every stream, or overlapped one of its garbage collections."""
+    gcs = sorted((p[0], p[0] + p[1], p[2]) for p in profile.get("gc", []))
+    beats = sorted(p[0] for p in profile.get("heartbeats", []))
     beat_calls = [p[1] for p in profile.get("heartbeats", []) if start <= p[0] <= end]
+
+    def after_beat(at: float) -> bool:
+        i = bisect.bisect_left(beats, at - 1.0)
+        return i < len(beats) and beats[i] <= at
+
+    def in_gc(begin: float, at: float) -> bool:
+        j = bisect.bisect_left(gcs, (begin - 5.0,))
+        return any(g_start <= at and g_end >= begin for g_start, g_end, _ in gcs[j:] if g_start <= at)
+
     slow = [(at - latency, at) for at, latency in zip(times, latencies, strict=True) if latency > 0.05]
-    near_beat = near_gc = 0
-    for sent, received in slow:
-        i = bisect.bisect_left(beats, sent - 0.001)
-        if i < len(beats) and beats[i] <= received:
-            near_beat += 1
-        j = bisect.bisect_left(gcs, (sent - 5.0,))
-        if any(g_start <= received and g_end >= sent for g_start, g_end, _ in gcs[j:] if g_start <= received):
-            near_gc += 1
-    gen2 = [g for g in gcs if g[2] == 2]
+    slow_connects = [(begin, at) for begin, at in connects if at - begin > 0.2]
+    window = [g for g in gcs if start <= g[0] <= end]
     return {
         "slow_deliveries_over_50ms": len(slow),
-        "slow_overlapping_a_heartbeat_burst": near_beat,
-        "slow_overlapping_a_gc_pause": near_gc,
-        "heartbeat_bursts": len(beats),
+        "slow_deliveries_within_1s_after_heartbeat_burst": sum(1 for _, at in slow if after_beat(at)),
+        "slow_deliveries_overlapping_gc": sum(1 for begin, at in slow if in_gc(begin, at)),
+        "slow_connects_over_200ms": len(slow_connects),
+        "slow_connects_within_1s_after_heartbeat_burst": sum(1 for _, at in slow_connects if after_beat(at)),
+        "slow_connects_overlapping_gc": sum(1 for begin, at in slow_connects if in_gc(begin, at)),
+        "heartbeat_bursts_while_publishing": len(beat_calls),
         "heartbeat_call_max_ms": round(max(beat_calls, default=0.0) * 1000, 1),
-        "gc_pauses_gen1_2": len(gcs),
-        "gc_gen2_pauses": len(gen2),
-        "gc_pause_max_ms": round(max((g[1] - g[0] for g in gcs), default=0.0) * 1000, 1),
-        "gc_pause_total_ms": round(sum(g[1] - g[0] for g in gcs) * 1000, 1),
+        "gc_pauses_gen1_2_while_publishing": len(window),
+        "gc_pause_max_ms": round(max((g[1] - g[0] for g in window), default=0.0) * 1000, 1),
+        "gc_pause_total_ms": round(sum(g[1] - g[0] for g in window) * 1000, 1),
     }
 
 
@@ -175,7 +185,10 @@ async def run_load(
     if profile_dir is not None:
         await asyncio.sleep(0.7)  # the server's hook writes its profile every 0.5 s
         profile = read_profile(profile_dir)
-        result["server_profile"] = _attribute(pool.receive_times, pool.latencies, profile, publish_started, time.time())
+        connects = [(s.started, s.connected_at) for s in established if s.connected_at is not None]
+        result["server_profile"] = _attribute(
+            pool.receive_times, pool.latencies, connects, profile, publish_started, time.time()
+        )
     pool.close()
     await asyncio.sleep(0.2)
     return Outcome(result, pool.latencies)
