@@ -280,3 +280,22 @@ def test_a_stale_instance_listed_without_entries_is_still_removed(world: World) 
     assert report.complete is True and report.removed["instances"] == 1 and report.removed["connections"] == 0
     assert (world.live_entries("u9") or {})["instances"] == ["fresh-2"]
     assert {s.id for s in world.db.collection("stream_instances").stream()} == {"fresh-2"}
+
+
+def test_a_run_cut_short_leaves_a_consistent_state_that_the_next_run_finishes(world: World) -> None:
+    stale = [f"stale-{i}" for i in range(10)]
+    for instance_id in stale:
+        world.instance(instance_id, heartbeat_age=TIMEOUT * 2)
+    for user in range(60):
+        world.connections(f"user-{user}", {f"c{user}": (stale[user % len(stale)], 900)})
+
+    first = world.run(budget=0.5)  # how far it gets depends on the machine; what it leaves must not
+
+    remaining = {s.id for s in world.db.collection("stream_instances").stream()}
+    referenced = {i for s in world.db.collection("connections").stream() for i in s.get("instances")}
+    assert referenced <= remaining, "an instance record goes only after its connection entries"
+    assert first.removed["instances"] == len(stale) - len(remaining)
+    second = world.run()
+    assert second.complete is True
+    total = {k: first.removed[k] + second.removed[k] for k in first.removed}
+    assert total == {"instances": 10, "connections": 60, "notifications": 0, "event_keys": 0, "subscriptions": 10}
