@@ -1,0 +1,66 @@
+"""The log-based metrics and alert policies use only fields the Logging and Monitoring APIs know.
+
+Checked offline with the API message classes of the installed Google Cloud SDK
+(a typo such as ``comparision`` would otherwise surface only at deploy time).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.ops.conftest import ROOT
+
+
+def sdk() -> tuple[Path, Path] | None:
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        return None
+    root = Path(os.path.realpath(gcloud)).parent.parent
+    python = root / "platform" / "bundledpythonunix" / "bin" / "python3"
+    if not (root / "lib" / "googlecloudsdk").is_dir() or not python.exists():
+        return None
+    return root, python
+
+
+def test_metrics_and_alerts_match_the_api_schemas() -> None:
+    found = sdk()
+    if found is None:
+        pytest.skip("no Google Cloud SDK with its bundled Python here")
+    root, python = found
+    files = sorted(str(p) for p in (ROOT / "ops").glob("*/*.yaml"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    result = subprocess.run(
+        [str(python), str(Path(__file__).with_name("gcloud_schema_check.py")), str(root), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(files) >= 10
+    assert [line for line in lines if not line.endswith(" OK")] == []
+
+
+def test_the_checker_catches_a_misspelled_field(tmp_path: Path) -> None:
+    found = sdk()
+    if found is None:
+        pytest.skip("no Google Cloud SDK with its bundled Python here")
+    root, python = found
+    bad = tmp_path / "alerts" / "bad.yaml"
+    bad.parent.mkdir()
+    bad.write_text((ROOT / "ops" / "alerts" / "dead_letters.yaml").read_text().replace("comparison:", "comparision:"))
+    result = subprocess.run(
+        [str(python), str(Path(__file__).with_name("gcloud_schema_check.py")), str(root), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "BAD" in result.stdout and "comparision" in result.stdout
