@@ -155,8 +155,16 @@ class FakeStream:
         )
 
     def serve(self) -> uvicorn.Server:
+        # log_config/log_level None: uvicorn must not reconfigure this process's loggers (other tests
+        # assert on what the uvicorn loggers emit).
         config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
+            self.app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            log_level=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
         threading.Thread(target=server.run, daemon=True).start()
