@@ -316,7 +316,8 @@ export class NotificationClient {
       status = 0; // the server is unreachable
     }
     if (!this.running || this.source) return;
-    if (status === 401) this._renewToken();
+    // Renew, then wait out the backoff: a getToken() whose tokens the server keeps refusing must not spin.
+    if (status === 401) this._renewToken(true);
     else if (status === 403) this._setState("error", { reason: "forbidden" });
     else this._scheduleReconnect();
   }
@@ -329,7 +330,8 @@ export class NotificationClient {
     this.timers.retry = setTimeout(() => this._connect(), delay);
   }
 
-  async _renewToken() {
+  /** @param {boolean} [backOff] reconnect after the backoff delay instead of at once */
+  async _renewToken(backOff = false) {
     this._closeSource();
     try {
       this.token = await this.options.getToken();
@@ -346,7 +348,9 @@ export class NotificationClient {
       this.timers.retry = setTimeout(() => this._renewToken(), backoffDelay(this.attempt++));
       return;
     }
-    if (this.running) this._connect();
+    if (!this.running) return;
+    if (backOff) this._scheduleReconnect();
+    else this._connect();
   }
 
   _armWatchdog() {

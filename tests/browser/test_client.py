@@ -201,3 +201,15 @@ def test_coming_back_online_cuts_a_long_backoff_short(page: Any, fake: FakeStrea
     context.set_offline(False)
     page.wait_for_function("() => client.state === 'connected'", timeout=5_000)  # not the 10-20 s backoff
     assert len(fake.attempts) == 2
+
+
+def test_a_token_the_server_keeps_refusing_is_retried_with_backoff(page: Any, fake: FakeStream) -> None:
+    fake.refused_tokens.add("bad")
+    fake.refuse_from_call = 2
+    for _ in range(4):
+        fake.plans.append(401)
+    start(page, ["bad"], minBackoffMs=200, maxBackoffMs=5000)
+    wait_for(lambda: len(fake.attempts) == 4, 15, what="four refused attempts")
+    gaps = [b.at - a.at for a, b in zip(fake.attempts, fake.attempts[1:], strict=False)]
+    assert gaps[0] >= 0.1 and gaps[2] >= 0.4, gaps  # growing, not a tight loop
+    assert state(page)["log"]["tokenCalls"] >= 4
