@@ -247,6 +247,7 @@ def test_make_run_starts_and_stops_its_own_emulators(local_run: Any) -> None:
     banner = started.banner(timeout=180)
     assert "pubsub emulator started" in banner["backends"]
     assert "firestore emulator started" in banner["backends"]
+    assert "GOOGLE_CLOUD_PROJECT=run-own-emulators" in banner["publish as a worker"]
 
     def publish(http: httpx.Client, base: str, token: str, user: str) -> None:
         answer = http.post(
