@@ -123,7 +123,10 @@ async def run_load(
     await asyncio.sleep(0.5)
     rss_before = server.rss_bytes()
 
+    connect_lag = LoopLag()
+    connect_lag.start()
     await pool.open(stream_users, path_for, connect_rate)
+    connect_loop_lag = await connect_lag.stop()
     established = pool.established()
     # Let the server finish whatever follows the response head (subscription, first event).
     await asyncio.sleep(1.0)
@@ -175,6 +178,7 @@ async def run_load(
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_pct": round(100 * client_cpu / wall, 1),
         "client_loop_lag_ms": loop_lag,
+        "client_loop_lag_while_connecting_ms": connect_loop_lag,
         "publish_catch_up_max": publisher.behind_max,
         # Spikes that recur every heartbeat interval show up here.
         "max_latency_ms_by_second": _by_second(pool.receive_times, pool.latencies, publish_started),

@@ -20,6 +20,7 @@ _FANOUT_ROWS: tuple[tuple[str, str], ...] = (
     ("client_cpu_pct", "load generator CPU (%)"),
     ("client_loop_lag_ms.p99", "load generator loop lag p99 (ms)"),
     ("client_loop_lag_ms.max", "load generator loop lag max (ms)"),
+    ("client_loop_lag_while_connecting_ms.p99", "load generator loop lag p99 while connecting (ms)"),
 )
 
 
@@ -79,6 +80,18 @@ def fanout_markdown(fanout: dict[str, Any]) -> list[str]:
                     f"RSS {result['rss_before_mb']} -> {result['rss_after_connect_mb']} MB",
                     f"load average {result['load_average_before']} -> {result['load_average_after']}",
                 ]
+                profile = result.get("server_profile")
+                if profile:
+                    extras.append(
+                        f"slow deliveries (> 50 ms) {profile['slow_deliveries_over_50ms']:,}, of which"
+                        f" {profile['slow_deliveries_within_1s_after_heartbeat_burst']:,} within 1 s after a"
+                        f" heartbeat burst and {profile['slow_deliveries_overlapping_gc']:,} overlapping a GC pause;"
+                        f" slow connects (> 200 ms) {profile['slow_connects_over_200ms']:,}, of which"
+                        f" {profile['slow_connects_within_1s_after_heartbeat_burst']:,} after a heartbeat burst and"
+                        f" {profile['slow_connects_overlapping_gc']:,} in a GC pause; longest Hub.heartbeat call"
+                        f" {profile['heartbeat_call_max_ms']} ms; GC gen1/2 pauses while publishing"
+                        f" {profile['gc_pauses_gen1_2_while_publishing']} (max {profile['gc_pause_max_ms']} ms)"
+                    )
                 lines.append(f"\n{target}: " + "; ".join(extras) + ".")
         lines.append("")
     for note in fanout.get("notes", []):
@@ -171,7 +184,7 @@ def write_plot(latencies: dict[str, list[float]], path: Path) -> None:
             ys = [*(i / n for i in range(0, n, step)), 1.0]
             ax.plot(xs, ys, label=f"{target} (n={n:,})")
         ax.set_xscale("log")
-        ax.set_title(f"load ({load})")
+        ax.set_title(f"load ({load}): fan-out latency CDF")
         ax.set_xlabel("fan-out latency (ms, log)")
         ax.set_ylabel("fraction delivered")
         ax.axhline(0.99, color="grey", linewidth=0.5, linestyle="--")
