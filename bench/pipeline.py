@@ -100,8 +100,9 @@ def _event(user: str, key: str) -> bytes:
     ).encode()
 
 
-def run_pipeline(quick: bool) -> dict[str, Any]:
-    users, rate, duration, idle = (10, 10.0, 5.0, HEARTBEAT) if quick else (50, 20.0, 20.0, 2 * HEARTBEAT)
+def run_pipeline(quick: bool, rate: float | None = None) -> dict[str, Any]:
+    users, default_rate, duration, idle = (10, 10.0, 5.0, HEARTBEAT) if quick else (50, 20.0, 20.0, 2 * HEARTBEAT)
+    rate = rate or default_rate
     emulators: list[Emulator] = []
     servers: list[Server] = []
     hook_dir = tempfile.mkdtemp(prefix="bench-hook-")

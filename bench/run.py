@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loads", default="a,b,c", help="fan-out loads to run (a,b,c)")
     parser.add_argument("--targets", default="stream,nchan", help="fan-out servers (stream,nchan)")
     parser.add_argument("--connect-rate", type=float, default=200.0, help="new streams per second")
+    parser.add_argument("--pipeline-rate", type=float, help="events per second in the pipeline (default 20, quick 10)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="directory for results.json/.md/.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "pipeline"):
         from bench.pipeline import run_pipeline
 
-        results["pipeline"] = run_pipeline(quick=args.quick)
+        results["pipeline"] = run_pipeline(quick=args.quick, rate=args.pipeline_rate)
     from bench.cost import cost_section
 
     if "pipeline" in results:
