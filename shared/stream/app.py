@@ -18,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.backends import Backends, get_backends
 from shared.channel import ChannelMessage
 from shared.config import Settings, get_settings
+from shared.logs import reset_trace, set_trace
 from shared.stream.endpoint import StreamEndpoint
 from shared.stream.history import History
 from shared.stream.http import ApiError, api_error_response, error_response
@@ -63,17 +65,42 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal", "internal error")
 
 
-def _cors(settings: Settings) -> list[Middleware]:
+class TraceMiddleware:
+    """Binds the request's X-Cloud-Trace-Context so its log lines group under the request."""
+
+    def __init__(self, app: ASGIApp, project_id: str) -> None:
+        self.app = app
+        self.project_id = project_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-cloud-trace-context":
+                header = value.decode("latin-1")
+                break
+        token = set_trace(header, self.project_id)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_trace(token)
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    middleware = [Middleware(TraceMiddleware, project_id=settings.project_id)]
     if not settings.cors_allowed_origins:
-        return []
+        return middleware
     return [
+        *middleware,
         Middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_allowed_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Cache-Control"],
             max_age=600,
-        )
+        ),
     ]
 
 
@@ -172,7 +199,7 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=_cors(settings),
+        middleware=_middleware(settings),
         exception_handlers={HTTPException: _http_error, ApiError: _api_error, Exception: _internal_error},
         lifespan=lifespan,
     )

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
@@ -148,18 +148,30 @@ class StreamEndpoint:
 
         session.set_abort(abort)
 
-        def disconnected(future: asyncio.Future[Message]) -> None:
-            if not future.cancelled():
-                session.close(None)
+        watcher: list[asyncio.Future[Message]] = []
 
-        # The request body of a GET is empty; the next receive() completes when the client goes.
-        first = await receive()
-        watcher: asyncio.Future[Any] | None = None
-        if first.get("type") == "http.disconnect":
+        def watch() -> None:
+            # One pending receive() per stream: it completes when the client goes.
+            future = asyncio.ensure_future(receive())
+            future.add_done_callback(on_message)
+            watcher[:] = [future]
+
+        def on_message(future: asyncio.Future[Message]) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None or future.result().get("type") == "http.disconnect":
+                session.close(None)
+            else:
+                watch()  # more request body (ignored): keep watching
+
+        # Consume the (empty) request body first; the server may deliver it in several messages.
+        message = await receive()
+        while message.get("type") == "http.request" and message.get("more_body"):
+            message = await receive()
+        if message.get("type") == "http.disconnect":
             session.close(None)
         else:
-            watcher = asyncio.ensure_future(receive())
-            watcher.add_done_callback(disconnected)
+            watch()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
             while True:
@@ -184,6 +196,7 @@ class StreamEndpoint:
             timer.cancel()
             for handle in abort_timer:
                 handle.cancel()
-            if watcher is not None and not watcher.done():
-                watcher.cancel()
+            for future in watcher:
+                if not future.done():
+                    future.cancel()
             metrics.STREAMS_CLOSED.labels(session.closed_reason or "error").inc()

@@ -163,6 +163,9 @@ class Hub:
                     logger.error("gap replay failed; live messages continue", extra={"error": str(exc)})
                     break
                 await asyncio.sleep(_GAP_RETRY_DELAYS[attempt])
+            except Exception:
+                logger.exception("gap replay failed; live messages continue")
+                break
         # Give up replaying but keep the stream: flush what was buffered.
         session.resync = False
         session.end_replay()

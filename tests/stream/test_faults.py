@@ -7,6 +7,7 @@ from collections.abc import Callable
 import httpx
 
 from devtools import emulators as emulator_tools
+from shared.config import Settings
 from tests.conftest import PROJECT, EmulatorPair
 from tests.stream.conftest import auth, start_stream_service, token_for
 from tests.support.sse import EventStream
@@ -16,7 +17,7 @@ STREAM = "/api/v1/notifications/stream"
 
 
 def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
-    emulators_session: EmulatorPair, new_user: Callable[[], str]
+    emulators_session: EmulatorPair, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     firestore = emulator_tools.start("firestore", PROJECT)  # our own: stopping it disturbs no other test
     server = start_stream_service(
@@ -42,7 +43,8 @@ def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
         firestore.start()
         recovered = wait_for(
             lambda: (lambda s: s if s.status == 200 else None)(EventStream(server.url + STREAM, token=token)),
-            60,
+            # gRPC's reconnect backoff decides how soon; ~10 s here, more on a loaded machine.
+            90,
             interval=0.5,
             what="connects to succeed again",
         )

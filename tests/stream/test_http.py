@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -78,7 +78,7 @@ async def rs256_client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": "u1", "exp": int(time.time()) + 60, "aud": AUDIENCE, "iss": ISSUER}
+    claims: dict[str, Any] = {"sub": "u1", "exp": int(time.time()) + 3600, "aud": AUDIENCE, "iss": ISSUER}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -105,22 +105,22 @@ def _alg_none() -> str:
 
 
 @pytest.mark.parametrize(
-    ("headers", "query", "status", "code"),
+    ("credentials", "status", "code"),
     [
-        ({}, {}, 401, "unauthorized"),
-        ({"Authorization": "Basic dTE6cGFzcw=="}, {}, 401, "unauthorized"),
-        ({"Authorization": "Bearer"}, {}, 401, "unauthorized"),
-        ({"Authorization": "Bearer not.a.jwt"}, {}, 401, "unauthorized"),
-        ({}, {"token": "garbage"}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_rs256(exp=int(time.time()) - 10)}"}, {}, 401, "token_expired"),
-        ({"Authorization": f"Bearer {_rs256(OTHER_PRIVATE)}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_alg_none()}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_hs256_with_public_key()}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_rs256(sub=None)}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_rs256(aud='someone-else')}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_rs256(iss='https://evil.example')}"}, {}, 401, "unauthorized"),
-        ({"Authorization": f"Bearer {_rs256(type='refresh')}"}, {}, 403, "forbidden"),
-        ({}, {"token": _rs256(type="refresh")}, 403, "forbidden"),
+        (lambda: ({}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": "Basic dTE6cGFzcw=="}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": "Bearer"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": "Bearer not.a.jwt"}, {}), 401, "unauthorized"),
+        (lambda: ({}, {"token": "garbage"}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(exp=int(time.time()) - 10)}"}, {}), 401, "token_expired"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(OTHER_PRIVATE)}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_alg_none()}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_hs256_with_public_key()}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(sub=None)}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(aud='someone-else')}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(iss='https://evil.example')}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(type='refresh')}"}, {}), 403, "forbidden"),
+        (lambda: ({}, {"token": _rs256(type="refresh")}), 403, "forbidden"),
     ],
     ids=[
         "missing",
@@ -140,8 +140,12 @@ def _alg_none() -> str:
     ],
 )
 async def test_bad_credentials_get_a_json_error_and_no_stream(
-    rs256_client: httpx.AsyncClient, headers: dict[str, str], query: dict[str, str], status: int, code: str
+    rs256_client: httpx.AsyncClient,
+    credentials: Callable[[], tuple[dict[str, str], dict[str, str]]],
+    status: int,
+    code: str,
 ) -> None:
+    headers, query = credentials()  # minted now: a long test run must not expire them
     response = await rs256_client.get(STREAM, headers=headers, params=query)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
@@ -239,3 +243,25 @@ async def test_unavailable_store_is_a_503_with_retry_after() -> None:
         assert response.json()["error"]["code"] == "unavailable"
         health = await client.get("/api/v1/notifications/health")
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
+
+
+async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
+    settings = load_settings(
+        {
+            "NOTIFICATIONS_BACKEND": "memory",
+            "JWT_SECRET": "y" * 40,
+            "SSE_MAX_STREAM_SECONDS": "1",
+            "SSE_HEARTBEAT_INTERVAL": "0.3",
+        }
+    )
+    from shared.tokens import mint_token
+    from tests.support.sse import SSEParser
+
+    async with serving(create_app(settings, _memory())) as client:
+        # The in-process transport hands over the body once the stream has ended.
+        response = await client.get(STREAM, params={"token": mint_token("u1", settings)})
+    assert response.status_code == 200
+    events = SSEParser().feed(response.content)
+    assert events[0].event == "connection.established"
+    assert events[-1].event == "stream.closing" and events[-1].json() == {"reason": "max_duration"}
+    assert {e.event for e in events[1:-1]} == {"heartbeat"}
