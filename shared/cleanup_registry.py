@@ -24,6 +24,7 @@ the next run removes it without waiting.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +67,9 @@ def remove_stale_instances(ctx: CleanupContext) -> None:
             stale = list(query.stream(**read_options(ctx)))
         if not stale:
             return
+        # Concurrent runs see the same page: a random order has them mostly work on
+        # different instances instead of aborting each other's transactions.
+        _shuffle(stale)
         cleared: list[Any] = []
         spent: BudgetSpent | None = None
         try:
@@ -96,6 +100,7 @@ def _clear_instance_connections(ctx: CleanupContext, instance_id: str) -> bool:
             refs = [snapshot.reference for snapshot in query.stream(**read_options(ctx))]
         if not refs:
             return True
+        _shuffle(refs)
         changed = 0
         for ref in refs:
             ctx.budget.check()
@@ -103,6 +108,10 @@ def _clear_instance_connections(ctx: CleanupContext, instance_id: str) -> bool:
         if changed == 0:
             # The instance is no longer stale (it came back): leave it and its entries.
             return False
+
+
+def _shuffle(items: list[Any]) -> None:
+    random.shuffle(items)  # work order, not security
 
 
 def _delete_instances(ctx: CleanupContext, snapshots: list[Any]) -> int:
