@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import statistics
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,10 +17,12 @@ from typing import Any
 import jwt
 import pytest
 
+from devtools.emulators import free_port
 from shared.config import Settings
 from shared.notification import iso
 from shared.tokens import mint_token
 from tests.browser.conftest import ARTIFACTS, StreamServer, Worker, record_figure
+from tests.support.processes import start_process
 
 BADGE = '[data-testid="notification-unread-badge"]'
 BELL = '[data-testid="notification-bell"]'
@@ -274,3 +277,22 @@ def test_local_publish_form_goes_through_the_content_topic(
     assert "published (topic content-generation-events)" in page.inner_text(".publish-result")
     assert card(page, "req-form").get_attribute("data-event-type") == "content_generation.failed"
     assert page.evaluate("() => window.notificationClient.notifications[0].user_id") == worker.user_id
+
+
+def test_demo_on_the_production_service_needs_only_a_token(
+    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: Settings
+) -> None:
+    """The plain service (DEMO_PAGE on, no development routes): no form, the token from ?token= is enough."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "functions.stream.main:app", "--port", str(port)]
+    server = start_process(command, stream_server.env, port)
+    try:
+        token = mint_token(worker.user_id, stack_settings, ttl_seconds=600)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/demo?token={token}")
+        wait_connected(page)
+        worker.publish(title="Served by the production app", content_request_id="req-prod")
+        wait_badge(page, 1)
+        assert page.is_hidden("form.publish"), "the publish form exists only in local runs"
+    finally:
+        server.stop()
