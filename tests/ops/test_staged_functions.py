@@ -23,6 +23,7 @@ from shared.config import load_settings
 from shared.firestore_store import FirestoreStore
 from shared.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
+from tests.ops.conftest import FakeCloud
 from tests.support.events import valid_event
 from tests.support.processes import ServerProcess
 from tests.support.pubsub import push_envelope
@@ -44,6 +45,21 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr
     return build
+
+
+@pytest.fixture(scope="module")
+def deployed_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """The environment deploy.sh gives each function and the service (read from a stand-in gcloud run)."""
+    cloud = FakeCloud(tmp_path_factory.mktemp("cloud"))
+    run = cloud.run("--project", "prod-project", mode="missing")
+    assert run.result.returncode == 0, run.result.stderr[-2000:]
+    found = {}
+    for name in ("notifications-ingest", "notifications-cleanup", "notifications-stream"):
+        [call] = [c for c in run.calls if "deploy" in c.argv and name in c.argv]
+        pairs = next(a for a in call.argv if a.startswith("--set-env-vars=")).split("=", 1)[1]
+        # As on Cloud Run: K_SERVICE makes the settings production ones.
+        found[name] = {**dict(p.split("=", 1) for p in pairs.split(",")), "K_SERVICE": name, "K_REVISION": "1"}
+    return found
 
 
 @pytest.fixture
@@ -81,8 +97,11 @@ def start_function(folder: Path, target: str, env: dict[str, str], signature: st
     return start_in(folder, command, env, port)
 
 
-def test_staged_ingest_stores_a_pushed_event(staged: Path, project: dict[str, str]) -> None:
-    server = start_function(staged / "ingest", "ingest_content_event", project, "cloudevent")
+def test_staged_ingest_stores_a_pushed_event(
+    staged: Path, project: dict[str, str], deployed_env: dict[str, dict[str, str]]
+) -> None:
+    env = {**deployed_env["notifications-ingest"], **project}
+    server = start_function(staged / "ingest", "ingest_content_event", env, "cloudevent")
     user_id = f"user-{uuid.uuid4().hex[:8]}"
     topic = f"projects/{project['GOOGLE_CLOUD_PROJECT']}/topics/content-generation-events"
     try:
@@ -100,8 +119,11 @@ def test_staged_ingest_stores_a_pushed_event(staged: Path, project: dict[str, st
         store.close()
 
 
-def test_staged_cleanup_answers_json(staged: Path, project: dict[str, str]) -> None:
-    server = start_function(staged / "cleanup", "cleanup", project, "http")
+def test_staged_cleanup_answers_json(
+    staged: Path, project: dict[str, str], deployed_env: dict[str, dict[str, str]]
+) -> None:
+    env = {**deployed_env["notifications-cleanup"], **project}
+    server = start_function(staged / "cleanup", "cleanup", env, "http")
     try:
         response = httpx.post(f"{server.url}/?budget_seconds=20", timeout=60)
     finally:
@@ -117,12 +139,19 @@ def test_staged_cleanup_answers_json(staged: Path, project: dict[str, str]) -> N
     }
 
 
-def test_staged_stream_service_starts_from_its_procfile_and_is_healthy(staged: Path, project: dict[str, str]) -> None:
+def test_staged_stream_service_starts_from_its_procfile_and_is_healthy(
+    staged: Path, project: dict[str, str], deployed_env: dict[str, dict[str, str]]
+) -> None:
     folder = staged / "stream"
     procfile = (folder / "Procfile").read_text()
     web = next(line for line in procfile.splitlines() if line.startswith("web:"))[len("web:") :].strip()
     port = free_port()
-    env = {**project, "JWT_SECRET": "a-staged-test-secret-of-enough-length-0123456789"}
+    # The secret arrives from Secret Manager as JWT_SECRET (--set-secrets).
+    env = {
+        **deployed_env["notifications-stream"],
+        **project,
+        "JWT_SECRET": "a-staged-test-secret-of-enough-length-0123456789",
+    }
     server = start_in(folder, ["sh", "-c", f"exec {web}"], env, port)
     try:
         health = wait_for(
