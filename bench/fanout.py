@@ -65,6 +65,17 @@ def _by_second(times: list[float], latencies: list[float], start: float) -> list
     return [round(worst.get(s, 0.0) * 1000, 1) for s in range(max(worst) + 1)] if worst else []
 
 
+def _gc_stats(pauses: list[tuple[float, float, int]]) -> dict[str, Any]:
+    gen2 = [g[1] - g[0] for g in pauses if g[2] == 2]
+    return {
+        "gen1_2_pauses": len(pauses),
+        "gen2_pauses": len(gen2),
+        "gen2_max_ms": round(max(gen2, default=0.0) * 1000, 1),
+        "gen2_total_ms": round(sum(gen2) * 1000, 1),
+        "max_ms": round(max((g[1] - g[0] for g in pauses), default=0.0) * 1000, 1),
+    }
+
+
 def _attribute(
     times: list[float],
     latencies: list[float],
@@ -76,6 +87,7 @@ def _attribute(
     """How many slow deliveries (> 50 ms) and slow connects (> 200 ms) came within 1 s after the
     server wrote a heartbeat to every stream, or overlapped one of its garbage collections."""
     gcs = sorted((p[0], p[0] + p[1], p[2]) for p in profile.get("gc", []))
+    connecting = (min((b for b, _ in connects), default=start), start)
     beats = sorted(p[0] for p in profile.get("heartbeats", []))
     beat_calls = [p[1] for p in profile.get("heartbeats", []) if start <= p[0] <= end]
 
@@ -87,6 +99,9 @@ def _attribute(
         j = bisect.bisect_left(gcs, (begin - 5.0,))
         return any(g_start <= at and g_end >= begin for g_start, g_end, _ in gcs[j:] if g_start <= at)
 
+    def in_gen2(begin: float, at: float) -> bool:
+        return any(g_start <= at and g_end >= begin for g_start, g_end, gen in gcs if gen == 2)
+
     slow = [(at - latency, at) for at, latency in zip(times, latencies, strict=True) if latency > 0.05]
     slow_connects = [(begin, at) for begin, at in connects if at - begin > 0.2]
     window = [g for g in gcs if start <= g[0] <= end]
@@ -97,6 +112,8 @@ def _attribute(
         "slow_connects_over_200ms": len(slow_connects),
         "slow_connects_within_1s_after_heartbeat_burst": sum(1 for _, at in slow_connects if after_beat(at)),
         "slow_connects_overlapping_gc": sum(1 for begin, at in slow_connects if in_gc(begin, at)),
+        "slow_connects_overlapping_gen2_gc": sum(1 for begin, at in slow_connects if in_gen2(begin, at)),
+        "gc_while_connecting": _gc_stats([g for g in gcs if connecting[0] <= g[0] <= connecting[1]]),
         "heartbeat_bursts_while_publishing": len(beat_calls),
         "heartbeat_call_max_ms": round(max(beat_calls, default=0.0) * 1000, 1),
         "gc_pauses_gen1_2_while_publishing": len(window),

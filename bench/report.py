@@ -88,7 +88,10 @@ def fanout_markdown(fanout: dict[str, Any]) -> list[str]:
                         f" heartbeat burst and {profile['slow_deliveries_overlapping_gc']:,} overlapping a GC pause;"
                         f" slow connects (> 200 ms) {profile['slow_connects_over_200ms']:,}, of which"
                         f" {profile['slow_connects_within_1s_after_heartbeat_burst']:,} after a heartbeat burst and"
-                        f" {profile['slow_connects_overlapping_gc']:,} in a GC pause; longest Hub.heartbeat call"
+                        f" {profile['slow_connects_overlapping_gen2_gc']:,} in a full (gen2) GC; full GCs while"
+                        f" connecting {profile['gc_while_connecting']['gen2_pauses']} (longest"
+                        f" {profile['gc_while_connecting']['gen2_max_ms']} ms, total"
+                        f" {profile['gc_while_connecting']['gen2_total_ms']} ms); longest Hub.heartbeat call"
                         f" {profile['heartbeat_call_max_ms']} ms; GC gen1/2 pauses while publishing"
                         f" {profile['gc_pauses_gen1_2_while_publishing']} (max {profile['gc_pause_max_ms']} ms)"
                     )

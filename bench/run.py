@@ -37,12 +37,12 @@ BENCH_JWT_SECRET = secrets.token_hex(32)
 HEARTBEAT_SECONDS = 10
 
 
-def _stream_env(max_per_user: int) -> dict[str, str]:
+def _stream_env(max_per_user: int, heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, str]:
     return {
         "NOTIFICATIONS_BACKEND": "memory",
         "STREAM_BENCH_INJECT": "1",
         "JWT_SECRET": BENCH_JWT_SECRET,
-        "SSE_HEARTBEAT_INTERVAL": str(HEARTBEAT_SECONDS),
+        "SSE_HEARTBEAT_INTERVAL": str(heartbeat),
         "SSE_MAX_CONNECTIONS_PER_USER": str(max_per_user),
         "SSE_SEND_QUEUE_SIZE": "1024",
         "LOG_LEVEL": "WARNING",
@@ -65,7 +65,9 @@ def _load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate: float) -> dict[str, Any]:
+async def run_fanout(
+    loads: Sequence[Load], targets: Sequence[str], connect_rate: float, heartbeat: int = HEARTBEAT_SECONDS
+) -> dict[str, Any]:
     section: dict[str, Any] = {"loads": {}, "notes": [], "latencies": {}}
     if "nchan" in targets:
         why_not = install_nchan()
@@ -87,7 +89,7 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
             logger.warning("load %s on %s: %s", load.name, label, load.label)
             profile_dir: str | None = None
             if target == "nchan":
-                server = start_nchan(HEARTBEAT_SECONDS)
+                server = start_nchan(heartbeat)
                 path_for = _nchan_path
                 kind = "nchan"
             else:
@@ -95,7 +97,7 @@ async def run_fanout(loads: Sequence[Load], targets: Sequence[str], connect_rate
                 profile_dir = tempfile.mkdtemp(prefix="bench-profile-")
                 profile_env = {"BENCH_HOOK_DIR": profile_dir, "BENCH_COUNT": "0", "BENCH_PROFILE": "1"}
                 server = start_stream_service(
-                    {**_stream_env(per_user), **profile_env}, standin=ours == "standin", hook=True
+                    {**_stream_env(per_user, heartbeat), **profile_env}, standin=ours == "standin", hook=True
                 )
                 path_for = paths.__getitem__
                 kind = "inject"
@@ -140,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loads", default="a,b,c", help="fan-out loads to run (a,b,c)")
     parser.add_argument("--targets", default="stream,nchan", help="fan-out servers (stream,nchan)")
     parser.add_argument("--connect-rate", type=float, default=200.0, help="new streams per second")
+    parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, help="fan-out heartbeat seconds")
     parser.add_argument("--pipeline-rate", type=float, help="events per second in the pipeline (default 20, quick 10)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="directory for results.json/.md/.png")
     args = parser.parse_args(argv)
@@ -164,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "python": platform.python_version(),
             "load_average_at_start": _load_average(),
         },
-        "heartbeat_seconds": HEARTBEAT_SECONDS,
+        "heartbeat_seconds": args.heartbeat,
         "connect_rate_per_s": args.connect_rate,
     }
     latencies: dict[str, list[float]] = {}
@@ -172,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = set(args.loads.split(","))
         loads = [load for load in (QUICK_LOADS if args.quick else FULL_LOADS) if load.name in wanted]
         targets = [t for t in args.targets.split(",") if t]
-        fanout = asyncio.run(run_fanout(loads, targets, args.connect_rate))
+        fanout = asyncio.run(run_fanout(loads, targets, args.connect_rate, args.heartbeat))
         latencies = fanout.pop("latencies")
         results["fanout"] = fanout
     if args.only in (None, "pipeline"):
