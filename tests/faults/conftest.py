@@ -1,5 +1,19 @@
-"""Fault tests reuse the emulator fixtures (settings, ingest server, taps)."""
+"""Fault tests: the emulator fixtures, private emulators, a retrying worker, stream bookkeeping."""
 
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from google.cloud import pubsub_v1
+
+from devtools import emulators as emulator_tools
+from tests.conftest import PROJECT
 from tests.emulator.conftest import (  # noqa: F401 - fixtures re-exported for this folder
     channel_tap,
     dead_letter_tap,
@@ -8,3 +22,108 @@ from tests.emulator.conftest import (  # noqa: F401 - fixtures re-exported for t
     settings,
     user_id,
 )
+from tests.support.events import valid_event
+from tests.support.sse import EventStream
+
+
+@pytest.fixture
+def private_pubsub() -> Iterator[emulator_tools.Emulator]:
+    """A Pub/Sub emulator of this test's own: killing it disturbs no other test."""
+    emulator = emulator_tools.start("pubsub", PROJECT)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def private_firestore() -> Iterator[emulator_tools.Emulator]:
+    emulator = emulator_tools.start("firestore", PROJECT)
+    yield emulator
+    emulator.stop()
+
+
+def new_user(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class RetryingWorker:
+    """A content-generation worker whose publisher retries until Pub/Sub takes the event.
+
+    Each attempt is one unary Publish call with a short deadline and no client
+    retry, so an outage shows up as failed attempts (counted) rather than a hang.
+    The worker publishes in order: an event waits until the one before it is in.
+    """
+
+    def __init__(self, project: str, topic: str) -> None:
+        # The client reads PUBSUB_EMULATOR_HOST when it is built: build it while the variable is set.
+        self._topic = f"projects/{project}/topics/{topic}"
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.published: list[dict[str, Any]] = []
+        self.failed_attempts = 0
+        self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
+        self._client = pubsub_v1.PublisherClient()
+        self._thread.start()
+
+    def submit(self, user: str, label: str) -> dict[str, Any]:
+        event = valid_event(user, title=label, event_id=f"evt-{uuid.uuid4().hex}")
+        with self._lock:
+            self._pending.append(event)
+        self._wake.set()
+        return event
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._pending
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.2)
+            self._wake.clear()
+            while not self._stop.is_set():
+                with self._lock:
+                    if not self._pending:
+                        break
+                    event = self._pending[0]
+                try:
+                    self._client.api.publish(
+                        request={"topic": self._topic, "messages": [{"data": json.dumps(event).encode()}]},
+                        retry=None,
+                        timeout=2.0,
+                    )
+                except Exception:  # any failure is retried, as a worker's publisher would
+                    self.failed_attempts += 1
+                    self._stop.wait(0.5)
+                    continue
+                with self._lock:
+                    self._pending.pop(0)
+                    self.published.append(event)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+        self._client.stop()
+
+
+@dataclass
+class Tally:
+    """What one stream received: notifications by title, with counts, and where they came from."""
+
+    user: str
+    stream: EventStream
+    history: list[EventStream] = field(default_factory=list)
+
+    def all_streams(self) -> list[EventStream]:
+        return [*self.history, self.stream]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [e.json() for s in self.all_streams() for e in s.of_type("notification")]
+
+    def titles(self) -> list[str]:
+        return [n["title"] for n in self.notifications()]
+
+    def last_id(self) -> str | None:
+        ids = [e.id for e in self.stream.of_type("notification") if e.id]
+        return max(ids) if ids else None
