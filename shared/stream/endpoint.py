@@ -177,14 +177,17 @@ class StreamEndpoint:
             while True:
                 await session.wakeup.wait()
                 session.wakeup.clear()
+                if session.done:
+                    break
                 chunk = session.take()
                 if chunk:
                     session.sending = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     session.sending = False
-                if session.done and not session.queue:
-                    break
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # The registry slot is freed before the client can see the end and
+            # reconnect, so an immediate reconnect never meets its own old entry.
+            await self._service.forget(session)
+            await send({"type": "http.response.body", "body": session.take(), "more_body": False})
         except asyncio.CancelledError:
             # A slow consumer that did not read its stream.closing in time, or
             # the server stopping: returning without completing makes the server

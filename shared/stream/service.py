@@ -202,8 +202,11 @@ class StreamService:
         logger.info("stream service stopped", extra={"instance_id": self.instance_id})
 
     async def forget(self, session: StreamSession) -> None:
-        """A stream ended: stop routing to it and release its registry entry."""
+        """A stream ended: stop routing to it and release its registry entry (once)."""
         session.close(None)
+        if session.forgotten:
+            return
+        session.forgotten = True
         if self.hub is not None:
             self.hub.remove(session)
         if self.hub is not None and self.hub.shutting_down:

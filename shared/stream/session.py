@@ -57,6 +57,7 @@ class StreamSession:
         "closed_reason",
         "connection_id",
         "done",
+        "forgotten",
         "last_id",
         "pending",
         "queue",
@@ -85,6 +86,7 @@ class StreamSession:
         self.pending: list[tuple[ChannelMessage, bytes]] = []
         self.resync = False
         self.done = False
+        self.forgotten = False  # removed from the hub and the registry
         self.slow = False
         # True while the endpoint waits for the transport to take a write: the
         # client is not reading fast enough, so a full queue means "too slow".

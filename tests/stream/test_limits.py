@@ -112,3 +112,21 @@ def test_leftover_entries_of_this_instance_do_not_count(
     with EventStream(stream_server.url + STREAM, token=token_for(user)) as stream:
         assert stream.status == 200
         assert list(_connections(settings, user)["live"]) == [stream.next().json()["connection_id"]]  # type: ignore[call-overload]
+
+
+def test_a_client_reconnecting_right_after_the_server_ended_its_streams_is_accepted(
+    stream_server: ServerProcess, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    ending = [EventStream(stream_server.url + STREAM, token=token_for(user, ttl=2)) for _ in range(3)]
+    fresh: list[EventStream] = []
+    try:
+        for stream in ending:
+            assert stream.wait_event("stream.closing", timeout=10).json() == {"reason": "token_expired"}
+            stream.wait_ended(5)
+            # The slot was freed before the end reached the client.
+            fresh.append(EventStream(stream_server.url + STREAM, token=token_for(user)))
+        assert [s.status for s in fresh] == [200, 200, 200]
+    finally:
+        for stream in ending + fresh:
+            stream.close()
