@@ -141,6 +141,7 @@ class FirestoreRegistry(ConnectionRegistry):
         self._client = client
         self._timeout = timeout
         self._subscription = ""
+        self._started_at: datetime | None = None
         # This instance's live connections. An entry of this instance that is not
         # here is a leftover (its release failed) and stops counting at once.
         self._local: set[str] = set()
@@ -155,6 +156,7 @@ class FirestoreRegistry(ConnectionRegistry):
     def start(self, subscription: str) -> None:
         self._subscription = subscription
         now = datetime.now(UTC)
+        self._started_at = now
         with _backend("instance start"):
             self._instance_ref(self.instance_id).set(
                 {
@@ -169,10 +171,15 @@ class FirestoreRegistry(ConnectionRegistry):
     def heartbeat(self) -> None:
         now = datetime.now(UTC)
         with _backend("instance heartbeat"):
-            # merge: started_at and subscription stay as written at start.
+            # The whole record each time: if cleanup removed it (heartbeats failed
+            # for longer than SSE_CONNECTION_TIMEOUT) it comes back complete.
             self._instance_ref(self.instance_id).set(
-                {"heartbeat_at": now, "subscription": self._subscription, "expire_at": now + INSTANCE_EXPIRY},
-                merge=True,
+                {
+                    "heartbeat_at": now,
+                    "started_at": self._started_at or now,
+                    "subscription": self._subscription,
+                    "expire_at": now + INSTANCE_EXPIRY,
+                },
                 timeout=self._timeout,
             )
 

@@ -1,0 +1,39 @@
+"""The Firestore connection registry under concurrency, on the emulator (no server)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from google.cloud import firestore
+
+from shared.config import Settings
+from shared.stream.registry import FirestoreRegistry
+
+
+def test_concurrent_connects_never_exceed_the_limit(settings: Settings, new_user: Callable[[], str]) -> None:
+    client = firestore.Client(project=settings.project_id)
+    instances = [
+        FirestoreRegistry(client, f"instance-{uuid.uuid4().hex[:8]}", limit=3, heartbeat_interval=30) for _ in range(2)
+    ]
+    user = new_user()
+    try:
+        for registry in instances:
+            registry.start(subscription="")
+        attempts = [(instances[i % 2], f"c{i}") for i in range(6)]  # two instances racing for one user
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda a: a[0].acquire(user, a[1]), attempts))
+        assert results.count(True) == 3
+        live = (client.collection("connections").document(user).get().to_dict() or {})["live"]
+        accepted = {connection for (_, connection), ok in zip(attempts, results, strict=True) if ok}
+        assert set(live) == accepted
+
+        for registry, connection in attempts:
+            if connection in accepted:
+                registry.release(user, connection)
+        assert not client.collection("connections").document(user).get().exists
+    finally:
+        for registry in instances:
+            registry.stop()
+        client.close()  # type: ignore[no-untyped-call]
