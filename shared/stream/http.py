@@ -80,6 +80,9 @@ async def json_body(request: Request) -> dict[str, Any]:
         data = json.loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "bad_request", "body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        # 64 KiB of "[" nests deeper than the decoder's recursion limit.
+        raise ApiError(400, "bad_request", "body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
     return data
