@@ -49,6 +49,37 @@ def _ratio(ours: Any, theirs: Any) -> str:
     return f"{ours / theirs:.2f}"
 
 
+def targets_markdown(fanout: dict[str, Any]) -> list[str]:
+    """The targets of the brief, per load: reported, never asserted."""
+    lines = [
+        "| load | fan-out p99 ours/nchan (target <= 1.5) | RSS/stream ours/nchan (target <= 2) | lost ours"
+        " (target 0) | connect p99 ours (target < 200 ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, per_target in fanout.get("loads", {}).items():
+        ours = next((r for t, r in per_target.items() if t != "nchan" and "error" not in r), None)
+        theirs = per_target.get("nchan")
+        if ours is None:
+            continue
+        have_nchan = theirs is not None and "error" not in theirs
+
+        def verdict(value: float | None, limit: float, below: bool = True) -> str:
+            if value is None:
+                return "-"
+            ok = value <= limit if below else value < limit
+            return f"{_fmt(value)} ({'met' if ok else 'NOT met'})"
+
+        p99 = _get(ours, "latency_ms.p99")
+        ratio_p99 = p99 / theirs["latency_ms"]["p99"] if have_nchan and p99 and theirs["latency_ms"]["p99"] else None
+        rss = ours.get("rss_per_stream_kb")
+        ratio_rss = rss / theirs["rss_per_stream_kb"] if have_nchan and rss and theirs["rss_per_stream_kb"] else None
+        lines.append(
+            f"| ({name}) | {verdict(ratio_p99, 1.5)} | {verdict(ratio_rss, 2.0)} | {verdict(ours['lost'], 0)} |"
+            f" {verdict(_get(ours, 'connect_ms.p99'), 200.0, below=False)} |"
+        )
+    return lines
+
+
 def fanout_markdown(fanout: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name, per_target in fanout.get("loads", {}).items():
@@ -128,6 +159,12 @@ def cost_markdown(cost: dict[str, Any]) -> list[str]:
     lines = ["| operation | per notification | per connected user-hour |", "|---|---|---|"]
     for op in cost.get("operations", []):
         lines.append(f"| {op} | {_fmt(cost['per_notification'].get(op))} | {_fmt(cost['per_user_hour'].get(op))} |")
+    lines += [
+        "",
+        f"Per connection (connect + disconnect): {cost.get('per_connection')}; per instance heartbeat:"
+        f" {cost.get('per_instance_heartbeat')}. Per connected user-hour = per connection x connects per hour"
+        " + the instance's heartbeat writes shared by the users it holds (scenario in bench/prices.json).",
+    ]
     monthly = cost.get("monthly", {})
     lines += ["", f"Monthly at {cost.get('scenario', '')}:", "", "| item | quantity | USD |", "|---|---|---|"]
     for item in monthly.get("items", []):
@@ -153,6 +190,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     ]
     if "fanout" in results:
         lines += ["## Fan-out: one stream process vs nginx+nchan (one worker)", ""]
+        lines += targets_markdown(results["fanout"])
+        lines.append("")
         lines += fanout_markdown(results["fanout"])
         lines.append("")
     if "pipeline" in results:
