@@ -15,8 +15,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.stream.conftest import auth, start_stream_service, token_for
+from devtools.cli import publish_event
+from shared.config import Settings
+from tests.conftest import EmulatorPair
+from tests.faults.conftest import new_user
+from tests.stream.conftest import auth, start_stream_service, token_for, wait_stored
+from tests.support.events import valid_event
 from tests.support.processes import ServerProcess
+from tests.support.pubsub import PullSubscription
+from tests.support.sse import EventStream
 
 PREFIX = "/api/v1/notifications"
 STREAM = f"{PREFIX}/stream"
@@ -97,3 +104,177 @@ def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: Ser
     response = httpx.post(f"{server.url}{PREFIX}/mark-read", content=chunks(), headers=headers, timeout=10)
     _json_error(response, 413, "payload_too_large")
     _healthy(server)
+
+
+# -- paths and methods -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/api", f"{PREFIX}/stream/extra", f"{PREFIX}/a/b", "/demo", "/internal/bench/inject", "/%2e%2e/etc"],
+)
+def test_unknown_paths_are_404_json(server: ServerProcess, path: str) -> None:
+    _json_error(httpx.get(server.url + path, headers=auth(token_for(ALICE)), timeout=10), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", STREAM, 405),
+        ("PUT", STREAM, 405),
+        ("PATCH", STREAM, 405),
+        ("HEAD", STREAM, 405),
+        ("GET", f"{PREFIX}/mark-read", 405),
+        ("PUT", PREFIX, 405),
+        ("POST", PREFIX, 405),
+        ("GET", f"{PREFIX}/{'a' * 24}", 405),
+        ("GET", f"{PREFIX}/streams", 405),  # the path of one notification, which only DELETE serves
+        ("POST", f"{PREFIX}/health", 405),
+        # DELETE /notifications/{id} matches: "stream" and "mark-unread" are not notification ids.
+        ("DELETE", STREAM, 400),
+        ("DELETE", f"{PREFIX}/mark-unread", 400),
+    ],
+)
+def test_wrong_methods_are_a_4xx_json(server: ServerProcess, method: str, path: str, status: int) -> None:
+    response = httpx.request(method, server.url + path, headers=auth(token_for(ALICE)), timeout=10)
+    assert response.status_code == status
+    if method != "HEAD":  # a HEAD answer has no body
+        _json_error(response, status, "method_not_allowed" if status == 405 else "bad_request")
+
+
+# -- Last-Event-ID -------------------------------------------------------------------------
+
+GARBAGE_IDS = [
+    "",
+    "abc",
+    "0",
+    "-1",
+    "a" * 23,
+    "a" * 25,
+    "A" * 24,
+    "g" * 24,
+    " " + "a" * 24,
+    "a" * 24 + " ",
+    "1e10",
+    "null",
+    "../" * 8,
+    "a" * 10_000,
+]
+
+
+@pytest.mark.parametrize("value", GARBAGE_IDS, ids=[f"{v[:12]!r}" for v in GARBAGE_IDS])
+def test_an_invalid_last_event_id_is_a_400_json(server: ServerProcess, value: str) -> None:
+    token = token_for(ALICE)
+    response = httpx.get(server.url + STREAM, params={"token": token, "last_event_id": value}, timeout=10)
+    _json_error(response, 400, "bad_request")
+    if value.strip() == value:  # httpx refuses to send a header value with edge whitespace
+        response = httpx.get(server.url + STREAM, headers={**auth(token), "Last-Event-ID": value}, timeout=10)
+        _json_error(response, 400, "bad_request")
+
+
+def test_a_non_ascii_last_event_id_header_is_a_400_json(server: ServerProcess) -> None:
+    token = token_for(ALICE)
+    request = (
+        f"GET {STREAM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Last-Event-ID: \xe9\xe9\xff\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    answer = _raw(server, request)
+    assert answer.startswith(b"HTTP/1.1 400") and b'"bad_request"' in answer
+
+
+# -- what uvicorn refuses before the app, and sizes -----------------------------------------
+
+PROTOCOL_GARBAGE = [
+    ("unknown method", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    (
+        "invalid content-length",
+        b"POST " + PREFIX.encode() + b"/mark-read HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    ),
+    ("negative content-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"),
+    ("request line over 64 KiB", b"GET " + STREAM.encode() + b"?x=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("NUL in the path", b"GET /api/\x00 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("TLS client hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64),
+    ("header without colon", b"GET / HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("request_bytes", [r for _, r in PROTOCOL_GARBAGE], ids=[n for n, _ in PROTOCOL_GARBAGE])
+def test_what_the_http_parser_refuses_is_a_clean_400_and_the_process_lives_on(
+    server: ServerProcess, request_bytes: bytes
+) -> None:
+    answer = _raw(server, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"500" not in answer.split(b"\r\n", 1)[0]
+    _healthy(server)
+
+
+def test_a_long_query_string_the_app_sees_gets_json(server: ServerProcess) -> None:
+    # Under the parser's request-line limit: the app answers, with JSON.
+    junk = {f"p{n}": "v" * 100 for n in range(80)}  # ~9 KB of unknown parameters
+    _json_error(httpx.get(server.url + STREAM, params=junk, timeout=10), 401, "unauthorized")
+    response = httpx.get(server.url + PREFIX, params={**junk, "token": token_for(ALICE)}, timeout=10)
+    assert response.status_code == 200 and response.json()["notifications"] == []
+    _json_error(httpx.get(server.url + PREFIX, params={"token": "x" * 20_000}, timeout=10), 401, "unauthorized")
+
+
+def test_large_headers_are_answered_by_the_app_not_a_500(server: ServerProcess) -> None:
+    # httptools has no header-size limit (docs/faults.md): the app answers normally.
+    response = httpx.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 100_000}, timeout=10)
+    _json_error(response, 401, "unauthorized")
+    many = {f"X-Header-{n}": "v" * 50 for n in range(1000)}
+    response = httpx.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))}, timeout=10)
+    assert response.status_code == 200
+    _healthy(server)
+
+
+# -- ids of another user, ids from the future (real store) ----------------------------------
+
+
+def test_another_users_ids_and_future_ids_never_reveal_another_users_data(
+    emulators_session: EmulatorPair, settings: Settings, push_subscription: PullSubscription
+) -> None:
+    service = start_stream_service(emulators_session.env())
+    alice, bob = new_user("alice"), new_user("bob")
+    alice_token, bob_token = token_for(alice), token_for(bob)
+
+    def publish(user: str, title: str) -> None:
+        publish_event(settings.project_id, settings.content_events_topic, valid_event(user, title=title))
+
+    try:
+        for n in range(3):
+            publish(bob, f"bob-secret-{n}")
+        bob_ids = wait_stored(service, bob_token, 3)
+        publish(alice, "alice-0")
+        alice_ids = wait_stored(service, alice_token, 1)
+
+        # Bob's oldest id as Alice's Last-Event-ID: the replay reads Alice's notifications only.
+        with EventStream(service.url + STREAM, token=alice_token, last_event_id=bob_ids[0]) as stream:
+            assert stream.status == 200
+            stream.wait_event("connection.established")
+            stream.wait_event("heartbeat")
+            replayed = [e.json() for e in stream.of_type("notification")]
+        assert {n["user_id"] for n in replayed} <= {alice}
+        assert [n["id"] for n in replayed] == [i for i in alice_ids if i > bob_ids[0]]
+        assert not any("bob-secret" in e.data for e in stream.events)
+
+        # A far-future id: nothing to replay, and live delivery still works.
+        future = "f" * 24
+        with EventStream(service.url + STREAM, token=alice_token, last_event_id=future) as stream:
+            assert stream.status == 200
+            stream.wait_event("connection.established")
+            publish(alice, "alice-live")
+            live = stream.wait_event("notification", timeout=30).json()
+            assert live["title"] == "alice-live" and live["user_id"] == alice
+
+        # The history API with Bob's ids and cursor, as Alice: nothing of Bob's is read or changed.
+        url = service.url + PREFIX
+        response = httpx.get(url, params={"cursor": bob_ids[-1], "limit": "100"}, headers=auth(alice_token))
+        assert response.status_code == 200 and {n["user_id"] for n in response.json()["notifications"]} <= {alice}
+        response = httpx.post(f"{url}/mark-read", json={"notification_ids": bob_ids}, headers=auth(alice_token))
+        assert response.status_code == 200 and response.json() == {"updated": 0}
+        _json_error(httpx.delete(f"{url}/{bob_ids[0]}", headers=auth(alice_token)), 404, "not_found")
+        bobs = httpx.get(url, headers=auth(bob_token)).json()
+        assert sorted(n["id"] for n in bobs["notifications"]) == bob_ids
+        assert bobs["unread_count"] == 3, "Bob's notifications are untouched"
+    finally:
+        service.stop()
