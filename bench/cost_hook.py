@@ -101,11 +101,12 @@ def _patch_firestore() -> None:
         count("firestore.reads")
         return get_document(self, *args, **kwargs)
 
-    cls.commit = counted_commit
-    cls.batch_get_documents = counted_batch_get
-    cls.run_query = counted_run_query
-    cls.run_aggregation_query = counted_aggregation
-    cls.get_document = counted_get_document
+    # Patched on the class so every client the library creates is counted.
+    cls.commit = counted_commit  # type: ignore[method-assign]
+    cls.batch_get_documents = counted_batch_get  # type: ignore[method-assign]
+    cls.run_query = counted_run_query  # type: ignore[method-assign]
+    cls.run_aggregation_query = counted_aggregation  # type: ignore[method-assign]
+    cls.get_document = counted_get_document  # type: ignore[method-assign]
     for name in ("begin_transaction", "rollback", "listen", "list_documents"):
         _count_calls(cls, name, f"firestore.{name}_rpcs")
 
@@ -164,7 +165,7 @@ def _patch_pubsub() -> None:
         count("pubsub.publish_billable_bytes", max(size, 1000))
         return gapic_publish(self, *args, **kwargs)
 
-    publisher_gapic.PublisherClient.publish = counted_request
+    publisher_gapic.PublisherClient.publish = counted_request  # type: ignore[method-assign]
 
     init = subscriber_message.Message.__init__
 

@@ -86,7 +86,7 @@ def _attribute(
 ) -> dict[str, Any]:
     """How many slow deliveries (> 50 ms) and slow connects (> 200 ms) came within 1 s after the
     server wrote a heartbeat to every stream, or overlapped one of its garbage collections."""
-    gcs = sorted((p[0], p[0] + p[1], p[2]) for p in profile.get("gc", []))
+    gcs = sorted((p[0], p[0] + p[1], int(p[2])) for p in profile.get("gc", []))
     connecting = (min((b for b, _ in connects), default=start), start)
     beats = sorted(p[0] for p in profile.get("heartbeats", []))
     beat_calls = [p[1] for p in profile.get("heartbeats", []) if start <= p[0] <= end]

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,7 @@ async def run_fanout(
             label = ours if target == "stream" else target
             logger.warning("load %s on %s: %s", load.name, label, load.label)
             profile_dir: str | None = None
+            path_for: Callable[[str], str]
             if target == "nchan":
                 server = start_nchan(heartbeat)
                 path_for = _nchan_path

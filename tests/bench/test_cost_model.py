@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.cost import cost_section
 
 
-def _pipeline() -> dict:
+def _pipeline() -> dict[str, Any]:
     return {
         "published": 100,
         "received": 100,
