@@ -174,18 +174,16 @@ class StreamEndpoint:
             watch()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
-            while True:
+            while not session.done:
                 await session.wakeup.wait()
                 session.wakeup.clear()
-                if session.done:
-                    break
                 chunk = session.take()
                 if chunk:
                     session.sending = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     session.sending = False
-            # The registry slot is freed before the client can see the end and
-            # reconnect, so an immediate reconnect never meets its own old entry.
+            # stream.closing is out; the registry slot is freed before the response
+            # ends (when a browser reconnects), so a reconnect never meets its own old entry.
             await self._service.forget(session)
             await send({"type": "http.response.body", "body": session.take(), "more_body": False})
         except asyncio.CancelledError:

@@ -47,11 +47,19 @@ def encode_notification(notification: Notification) -> tuple[ChannelMessage, byt
 
 
 class Hub:
-    def __init__(self, store: NotificationStore, backlog: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, store: NotificationStore, backlog: int, loop: asyncio.AbstractEventLoop, heartbeat_slices: int = 1
+    ) -> None:
         self._store = store
         self._backlog = backlog
         self._loop = loop
         self._users: dict[str, set[StreamSession]] = {}
+        # Streams are spread over slices, one slice heartbeaten per tick, so
+        # 10,000 streams never all wake in the same loop turn.
+        self.heartbeat_slices = max(1, heartbeat_slices)
+        self._slices: list[set[StreamSession]] = [set() for _ in range(self.heartbeat_slices)]
+        self._added = 0
+        self._tick = 0
         self._inbox: list[ChannelMessage] = []
         self._inbox_lock = threading.Lock()
         self._overflowed = False
@@ -63,6 +71,9 @@ class Hub:
     # Streams ------------------------------------------------------------------------
     def add(self, session: StreamSession) -> None:
         self._users.setdefault(session.user_id, set()).add(session)
+        session.heartbeat_slot = self._added % self.heartbeat_slices
+        self._slices[session.heartbeat_slot].add(session)
+        self._added += 1
         self.count += 1
         metrics.STREAMS_OPEN.set(self.count)
 
@@ -71,6 +82,7 @@ class Hub:
         if sessions is None or session not in sessions:
             return
         sessions.discard(session)
+        self._slices[session.heartbeat_slot].discard(session)
         if not sessions:
             del self._users[session.user_id]
         self.count -= 1
@@ -125,8 +137,13 @@ class Hub:
             self.replay_all()
 
     def heartbeat(self) -> None:
+        """One tick: heartbeat the next slice (``heartbeat_slices`` ticks per interval)."""
+        group = self._slices[self._tick % self.heartbeat_slices]
+        self._tick += 1
+        if not group:
+            return
         encoded = sse.heartbeat()
-        for session in self.sessions():
+        for session in list(group):
             session.heartbeat(encoded)
 
     def shutdown(self) -> None:

@@ -106,6 +106,11 @@ class MemoryRegistry(ConnectionRegistry):
             return len(self._live.get(user_id, ()))
 
 
+# Connects of one user contend on one document; a few more attempts than the
+# client's default 5 ride out a burst (each attempt re-reads and re-counts).
+TRANSACTION_ATTEMPTS = 10
+
+
 @contextmanager
 def _backend(what: str) -> Iterator[None]:
     from google.api_core import exceptions as gexc
@@ -114,6 +119,11 @@ def _backend(what: str) -> Iterator[None]:
         yield
     except (gexc.GoogleAPIError, TimeoutError, ConnectionError) as exc:
         raise BackendUnavailable(f"Firestore unavailable during {what}: {exc!r}") from exc
+    except ValueError as exc:
+        # The client gives up on a contended transaction with a ValueError.
+        if "transaction" not in str(exc).lower():
+            raise
+        raise BackendUnavailable(f"Firestore transaction contended during {what}: {exc}") from exc
 
 
 def _fields(snapshot: Any) -> dict[str, Any]:
@@ -236,7 +246,7 @@ class FirestoreRegistry(ConnectionRegistry):
         accepted = False
         try:
             with _backend("connect"):
-                accepted = bool(attempt(self._client.transaction()))
+                accepted = bool(attempt(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)))
         finally:
             if not accepted:
                 with self._local_lock:
@@ -263,7 +273,7 @@ class FirestoreRegistry(ConnectionRegistry):
         with self._local_lock:
             self._local.discard(connection_id)
         with _backend("disconnect"):
-            attempt(self._client.transaction())
+            attempt(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
 
     def stop(self) -> None:
         with _backend("instance stop"):

@@ -58,6 +58,7 @@ class StreamSession:
         "connection_id",
         "done",
         "forgotten",
+        "heartbeat_slot",
         "last_id",
         "pending",
         "queue",
@@ -87,6 +88,7 @@ class StreamSession:
         self.resync = False
         self.done = False
         self.forgotten = False  # removed from the hub and the registry
+        self.heartbeat_slot = 0
         self.slow = False
         # True while the endpoint waits for the transport to take a write: the
         # client is not reading fast enough, so a full queue means "too slow".
