@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -120,10 +121,23 @@ class StreamEndpoint:
         record that lands after the answer is released again.
         """
         registry = self._service.registry
-        attempt = asyncio.ensure_future(asyncio.to_thread(registry.acquire, user_id, connection_id))
+        abandoned = threading.Event()
+        deadline = asyncio.get_running_loop().time() + self._service.settings.backend_timeout_seconds
+
+        async def run() -> bool:
+            # One connect per user at a time on this instance: the user's record
+            # is one document, and concurrent transactions on it only contend.
+            async with self._service.user_lock(user_id):
+                if abandoned.is_set():
+                    return False
+                return await asyncio.to_thread(registry.acquire, user_id, connection_id, abandoned)
+
+        attempt = asyncio.ensure_future(run())
         try:
-            return await asyncio.wait_for(asyncio.shield(attempt), self._service.settings.backend_timeout_seconds)
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            return await asyncio.wait_for(asyncio.shield(attempt), remaining)
         except TimeoutError:
+            abandoned.set()
             logger.warning("connection registry timed out")
 
             def release_late(done: asyncio.Future[bool]) -> None:

@@ -55,8 +55,12 @@ class ConnectionRegistry(ABC):
         """Tell the other instances this one is alive; call once per heartbeat interval."""
 
     @abstractmethod
-    def acquire(self, user_id: str, connection_id: str) -> bool:
-        """Record a new stream of ``user_id``; False when the user already has ``limit`` live streams."""
+    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
+        """Record a new stream of ``user_id``; False when the user already has ``limit`` live streams.
+
+        ``abandoned`` set means the caller gave up waiting (and answered 503):
+        a later attempt of the transaction then stops instead of writing.
+        """
 
     @abstractmethod
     def release(self, user_id: str, connection_id: str) -> None:
@@ -81,7 +85,7 @@ class MemoryRegistry(ConnectionRegistry):
     def heartbeat(self) -> None:
         return None
 
-    def acquire(self, user_id: str, connection_id: str) -> bool:
+    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
         with self._lock:
             live = self._live.setdefault(user_id, set())
             if len(live) >= self.limit:
@@ -104,6 +108,10 @@ class MemoryRegistry(ConnectionRegistry):
     def live_count(self, user_id: str) -> int:
         with self._lock:
             return len(self._live.get(user_id, ()))
+
+
+class _Abandoned(Exception):
+    """The caller stopped waiting for this connect."""
 
 
 # Connects of one user contend on one document; a few more attempts than the
@@ -205,13 +213,17 @@ class FirestoreRegistry(ConnectionRegistry):
                 alive.add(snapshot.id)
         return alive
 
-    def acquire(self, user_id: str, connection_id: str) -> bool:
+    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
         from google.cloud import firestore
 
         ref = self._connections_ref(user_id)
 
         @firestore.transactional  # type: ignore[untyped-decorator]
         def attempt(transaction: Any) -> bool:
+            if abandoned is not None and abandoned.is_set():
+                # Nobody waits for this connect any more: leave the document (and
+                # its lock) to the connects that are still wanted.
+                raise _Abandoned
             now = datetime.now(UTC)
             snapshot = ref.get(transaction=transaction)
             live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
@@ -247,6 +259,8 @@ class FirestoreRegistry(ConnectionRegistry):
         try:
             with _backend("connect"):
                 accepted = bool(attempt(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)))
+        except _Abandoned:
+            accepted = False
         finally:
             if not accepted:
                 with self._local_lock:

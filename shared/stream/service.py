@@ -15,7 +15,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -97,6 +99,7 @@ class StreamService:
         self._stopped = False
         self._previous_handlers: dict[int, Any] = {}
         self._gc_threshold: tuple[int, int, int] | None = None
+        self._user_locks: dict[str, list[Any]] = {}
 
     # Lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,6 +242,21 @@ class StreamService:
                 signal.signal(sig, previous)
         logger.info("stream service stopped", extra={"instance_id": self.instance_id})
 
+    @asynccontextmanager
+    async def user_lock(self, user_id: str) -> AsyncIterator[None]:
+        """Serialises registry transactions of one user within this process."""
+        entry = self._user_locks.get(user_id)
+        if entry is None:
+            entry = self._user_locks[user_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._user_locks[user_id]
+
     async def forget(self, session: StreamSession) -> None:
         """A stream ended: stop routing to it and release its registry entry (once)."""
         session.close(None)
@@ -251,8 +269,19 @@ class StreamService:
             # The instance record is deleted at shutdown, which releases every
             # entry at once; one transaction per stream would not fit in 10 s.
             return
+
+        async def release() -> None:
+            async with self.user_lock(session.user_id):
+                await asyncio.to_thread(self.registry.release, session.user_id, session.connection_id)
+
         try:
-            await asyncio.to_thread(self.registry.release, session.user_id, session.connection_id)
+            # Bounded: a stream's end never waits long for Firestore; a release
+            # that completes later still frees the slot.
+            task = asyncio.ensure_future(release())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a late failure is not an error
+            await asyncio.wait_for(asyncio.shield(task), self.settings.backend_timeout_seconds)
+        except TimeoutError:
+            logger.warning("releasing a connection record is slow; continuing without waiting")
         except BackendUnavailable as exc:
             # The entry stops counting when this instance goes; cleanup removes it.
             logger.warning("could not release a connection record", extra={"error": str(exc)})
