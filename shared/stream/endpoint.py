@@ -21,7 +21,7 @@ from shared import ids
 from shared.errors import BackendUnavailable
 from shared.stream import metrics, sse
 from shared.stream.http import ApiError, api_error_response, authenticate, unavailable
-from shared.stream.session import StreamSession
+from shared.stream.session import RECENT_IDS, StreamSession
 
 if TYPE_CHECKING:
     from shared.stream.service import StreamService
@@ -91,7 +91,13 @@ class StreamEndpoint:
                 f"at most {settings.sse_max_connections_per_user} live streams per user",
                 {"Retry-After": str(max(1, int(settings.sse_heartbeat_interval * 2)))},
             )
-        session = StreamSession(claims.user_id, connection_id, settings.sse_send_queue_size, _baseline_id(now))
+        session = StreamSession(
+            claims.user_id,
+            connection_id,
+            settings.sse_send_queue_size,
+            _baseline_id(now),
+            recent_ids=max(RECENT_IDS, 2 * settings.sse_max_backlog_messages),
+        )
         session.push(
             sse.established(connection_id, claims.user_id, settings.sse_heartbeat_interval, settings.sse_retry_ms),
             force=True,

@@ -3,7 +3,7 @@
 Everything here runs on the event loop thread; the channel's thread hands
 messages over through the hub. A stream's memory is bounded: at most
 ``queue_size`` events wait to be written (beyond that the client is too slow
-and is cut off), at most ``RECENT_IDS`` ids are remembered for de-duplication,
+and is cut off), at most ``recent_ids`` ids are remembered for de-duplication,
 and at most ``queue_size`` live messages are buffered while a replay runs.
 While the writer is blocked on a client that does not read, a full queue cuts
 the stream off as a slow consumer; a burst larger than the queue that arrives
@@ -23,7 +23,10 @@ from shared.stream import metrics, sse
 # Ids of the notifications sent recently on a stream. Ids from concurrent ingest
 # instances may arrive slightly out of order, so "id <= last" is not a safe
 # duplicate test; a bounded memory of exact ids is.
-RECENT_IDS = 512
+# At least twice the replay backlog (see the endpoint), so the overlap of a replay
+# and the live messages buffered meanwhile is always inside the window. About
+# 10 KiB for a busy stream, nothing for an idle one (filled as ids arrive).
+RECENT_IDS = 256
 # A queue may briefly hold this many times its size while its writer is not blocked.
 HARD_CAP_FACTOR = 4
 
@@ -72,13 +75,15 @@ class StreamSession:
         "wakeup",
     )
 
-    def __init__(self, user_id: str, connection_id: str, queue_size: int, baseline_id: str) -> None:
+    def __init__(
+        self, user_id: str, connection_id: str, queue_size: int, baseline_id: str, recent_ids: int = RECENT_IDS
+    ) -> None:
         self.user_id = user_id
         self.connection_id = connection_id
         self.queue_size = queue_size
         self.queue: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
-        self.recent = RecentIds(RECENT_IDS)
+        self.recent = RecentIds(recent_ids)
         # Replay after a channel gap starts here: the newest id sent, else the connect time.
         self.baseline_id = baseline_id
         self.last_id: str | None = None
