@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -72,15 +72,16 @@ class TraceMiddleware:
         self.app = app
         self.project_id = project_id
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-cloud-trace-context":
-                header = value.decode("latin-1")
-                break
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: without a trace header the app's own coroutine is
+        # returned, so an open stream does not carry one more frame (memory).
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"x-cloud-trace-context":
+                    return self._traced(value.decode("latin-1"), scope, receive, send)
+        return self.app(scope, receive, send)
+
+    async def _traced(self, header: str, scope: Scope, receive: Receive, send: Send) -> None:
         token = set_trace(header, self.project_id)
         try:
             await self.app(scope, receive, send)

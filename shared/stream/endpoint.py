@@ -195,8 +195,7 @@ class StreamEndpoint:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
             while not session.done:
-                await session.wakeup.wait()
-                session.wakeup.clear()
+                await session.wait()
                 chunk = session.take()
                 if chunk:
                     session.sending = True

@@ -32,17 +32,21 @@ HARD_CAP_FACTOR = 4
 
 
 class RecentIds:
+    """A bounded set of the most recent ids; allocates nothing until the first id."""
+
     __slots__ = ("_order", "_set", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._set: set[str] = set()
-        self._order: deque[str] = deque()
+        self._set: set[str] | None = None
+        self._order: deque[str] | None = None
 
     def __contains__(self, item: str) -> bool:
-        return item in self._set
+        return self._set is not None and item in self._set
 
     def add(self, item: str) -> None:
+        if self._set is None or self._order is None:
+            self._set, self._order = set(), deque()
         if item in self._set:
             return
         self._set.add(item)
@@ -56,6 +60,8 @@ class StreamSession:
 
     __slots__ = (
         "_abort",
+        "_waiter",
+        "_woken",
         "baseline_id",
         "closed_reason",
         "connection_id",
@@ -72,7 +78,6 @@ class StreamSession:
         "sending",
         "slow",
         "user_id",
-        "wakeup",
     )
 
     def __init__(
@@ -81,8 +86,11 @@ class StreamSession:
         self.user_id = user_id
         self.connection_id = connection_id
         self.queue_size = queue_size
-        self.queue: deque[bytes] = deque()
-        self.wakeup = asyncio.Event()
+        # A list and a bare future rather than a deque and an asyncio.Event:
+        # ~2 KiB less per stream, which matters at 10,000 streams.
+        self.queue: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
         self.recent = RecentIds(recent_ids)
         # Replay after a channel gap starts here: the newest id sent, else the connect time.
         self.baseline_id = baseline_id
@@ -162,14 +170,14 @@ class StreamSession:
                 self.cut_slow()
                 return
         self.queue.append(encoded)
-        self.wakeup.set()
+        self._wake()
 
     def heartbeat(self, encoded: bytes) -> None:
         # A heartbeat never cuts a stream off; if the queue is full the client
         # is already behind and the next real event decides.
         if not self.done and len(self.queue) < self.queue_size:
             self.queue.append(encoded)
-            self.wakeup.set()
+            self._wake()
 
     def cut_slow(self) -> None:
         if self.done:
@@ -190,9 +198,24 @@ class StreamSession:
         self.pending.clear()
         if reason is not None:
             self.queue.append(sse.closing(reason))
-        self.wakeup.set()
+        self._wake()
 
     def take(self) -> bytes:
-        chunk = b"".join(self.queue)
-        self.queue.clear()
-        return chunk
+        queue, self.queue = self.queue, []
+        return b"".join(queue)
+
+    def _wake(self) -> None:
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until something was queued (or the stream closed) since the last wait."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
