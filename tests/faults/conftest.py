@@ -60,6 +60,8 @@ class RetryingWorker:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._held = threading.Event()
+        self._attempt = threading.Lock()  # held during one publish attempt
         self.published: list[dict[str, Any]] = []
         self.failed_attempts = 0
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
@@ -72,6 +74,16 @@ class RetryingWorker:
             self._pending.append(event)
         self._wake.set()
         return event
+
+    def hold(self) -> None:
+        """Stop attempting (the outage continues) until ``release``; waits for an attempt in flight."""
+        self._held.set()
+        with self._attempt:
+            pass
+
+    def release(self) -> None:
+        self._held.clear()
+        self._wake.set()
 
     def idle(self) -> bool:
         with self._lock:
@@ -86,14 +98,24 @@ class RetryingWorker:
                     if not self._pending:
                         break
                     event = self._pending[0]
-                try:
-                    self._client.api.publish(
-                        request={"topic": self._topic, "messages": [{"data": json.dumps(event).encode()}]},
-                        retry=None,
-                        timeout=2.0,
-                    )
-                except Exception:  # any failure is retried, as a worker's publisher would
-                    self.failed_attempts += 1
+                with self._attempt:
+                    if self._held.is_set():
+                        failed = None
+                    else:
+                        try:
+                            self._client.api.publish(
+                                request={"topic": self._topic, "messages": [{"data": json.dumps(event).encode()}]},
+                                retry=None,
+                                timeout=2.0,
+                            )
+                            failed = False
+                        except Exception:  # any failure is retried, as a worker's publisher would
+                            self.failed_attempts += 1
+                            failed = True
+                if failed is None:
+                    self._stop.wait(0.1)
+                    continue
+                if failed:
                     self._stop.wait(0.5)
                     continue
                 with self._lock:
