@@ -65,6 +65,9 @@ def _by_second(times: list[float], latencies: list[float], start: float) -> list
     return [round(worst.get(s, 0.0) * 1000, 1) for s in range(max(worst) + 1)] if worst else []
 
 
+BURST_STREAMS = 1000
+
+
 def _gc_stats(pauses: list[tuple[float, float, int]]) -> dict[str, Any]:
     gen2 = [g[1] - g[0] for g in pauses if g[2] == 2]
     return {
@@ -88,8 +91,11 @@ def _attribute(
     server wrote a heartbeat to every stream, or overlapped one of its garbage collections."""
     gcs = sorted((p[0], p[0] + p[1], int(p[2])) for p in profile.get("gc", []))
     connecting = (min((b for b, _ in connects), default=start), start)
-    beats = sorted(p[0] for p in profile.get("heartbeats", []))
-    beat_calls = [p[1] for p in profile.get("heartbeats", []) if start <= p[0] <= end]
+    # A burst: one call that heartbeats at least 1,000 streams (the hub may spread them over slices).
+    bursts = [p for p in profile.get("heartbeats", []) if p[2] >= BURST_STREAMS]
+    beats = sorted(p[0] for p in bursts)
+    calls = [p for p in profile.get("heartbeats", []) if start <= p[0] <= end]
+    beat_calls = [p[1] for p in calls]
 
     def after_beat(at: float) -> bool:
         i = bisect.bisect_left(beats, at - 1.0)
@@ -114,7 +120,9 @@ def _attribute(
         "slow_connects_overlapping_gc": sum(1 for begin, at in slow_connects if in_gc(begin, at)),
         "slow_connects_overlapping_gen2_gc": sum(1 for begin, at in slow_connects if in_gen2(begin, at)),
         "gc_while_connecting": _gc_stats([g for g in gcs if connecting[0] <= g[0] <= connecting[1]]),
-        "heartbeat_bursts_while_publishing": len(beat_calls),
+        "heartbeat_calls_while_publishing": len(calls),
+        "heartbeat_bursts_while_publishing": sum(1 for p in calls if p[2] >= BURST_STREAMS),
+        "heartbeat_streams_per_call_max": int(max((p[2] for p in calls), default=0)),
         "heartbeat_call_max_ms": round(max(beat_calls, default=0.0) * 1000, 1),
         "gc_pauses_gen1_2_while_publishing": len(window),
         "gc_pause_max_ms": round(max((g[1] - g[0] for g in window), default=0.0) * 1000, 1),
