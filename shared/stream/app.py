@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 PREFIX = "/api/v1/notifications"
+STREAM_PATH = f"{PREFIX}/stream"
 MAX_INJECT_BYTES = 64 * 1024 * 1024
 
 _STATUS_CODES = {
@@ -137,11 +138,18 @@ def create_app(
 
         return endpoint
 
+    endpoints: dict[str, StreamEndpoint] = {}
+
+    def stream_endpoint() -> StreamEndpoint:
+        if "stream" not in endpoints:
+            endpoints["stream"] = StreamEndpoint(service())
+        return endpoints["stream"]
+
     class Stream:
         """A raw ASGI endpoint (Starlette treats plain functions as request handlers)."""
 
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            await StreamEndpoint(service())(scope, receive, send)
+        def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+            return stream_endpoint()(scope, receive, send)
 
     async def health(request: Request) -> Response:
         result = await service().health()
@@ -198,12 +206,35 @@ def create_app(
         logger.warning("STREAM_BENCH_INJECT is on: POST /internal/bench/inject accepts channel messages")
         routes.append(Route("/internal/bench/inject", inject, methods=["POST"]))
 
-    return Starlette(
+    return StreamServiceApp(
+        stream_endpoint,
         routes=routes,
         middleware=_middleware(settings),
         exception_handlers={HTTPException: _http_error, ApiError: _api_error, Exception: _internal_error},
         lifespan=lifespan,
     )
+
+
+class StreamServiceApp(Starlette):
+    """Starlette, except that opening a stream skips the middleware stack.
+
+    Every middleware layer (errors, exceptions, trace, CORS, router, route)
+    keeps a coroutine frame alive for as long as its request runs; for a stream
+    that is the whole hour, times 10,000 streams. The stream endpoint does its
+    own CORS, trace and error handling instead. Everything else (other paths,
+    other methods on the stream path, lifespan) goes through Starlette.
+    """
+
+    def __init__(self, stream_endpoint: Callable[[], StreamEndpoint], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stream_endpoint = stream_endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function: servers (uvicorn) tell ASGI 3 from ASGI 2 by that.
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == STREAM_PATH:
+            await self._stream_endpoint()(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _decode_injected(body: bytes) -> list[ChannelMessage]:

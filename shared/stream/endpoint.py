@@ -19,8 +19,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from shared import ids
 from shared.errors import BackendUnavailable
+from shared.logs import reset_trace, set_trace
 from shared.stream import metrics, sse
-from shared.stream.http import ApiError, api_error_response, authenticate, unavailable
+from shared.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
 from shared.stream.session import RECENT_IDS, StreamSession
 
 if TYPE_CHECKING:
@@ -49,22 +50,39 @@ class StreamEndpoint:
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The app sends GET requests of this path here directly, past Starlette's
+        # middleware (each layer would keep a frame alive for the whole stream),
+        # so CORS, the trace id and the 500 answer are done here.
         request = Request(scope, receive)
-        if scope.get("method") != "GET":
-            # Starlette adds HEAD to GET routes; a HEAD must not hold a stream open.
-            error = ApiError(405, "method_not_allowed", "the stream is GET only", {"Allow": "GET"})
-            await api_error_response(error)(scope, receive, send)
-            return
+        headers = self._cors_headers(request)
+        trace = set_trace(request.headers.get("x-cloud-trace-context"), self._service.settings.project_id)
         try:
+            if scope.get("method") != "GET":
+                # Starlette adds HEAD to GET routes; a HEAD must not hold a stream open.
+                raise ApiError(405, "method_not_allowed", "the stream is GET only", {"Allow": "GET"})
             session, deadline, reason = await self._open(request)
         except ApiError as error:
             metrics.CONNECTS_REJECTED.labels(error.code).inc()
+            error.headers.update(dict(headers))
             await api_error_response(error)(scope, receive, send)
             return
+        except Exception:
+            logger.exception("stream failed to open")
+            await error_response(500, "internal", "internal error", dict(headers))(scope, receive, send)
+            return
+        finally:
+            reset_trace(trace)
+        del request
         try:
-            await self._serve(session, deadline, reason, receive, send)
+            await self._serve(session, deadline, reason, receive, send, headers)
         finally:
             await self._service.forget(session)
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("origin")
+        if origin is None or origin not in self._service.settings.cors_allowed_origins:
+            return []
+        return [("access-control-allow-origin", origin), ("vary", "Origin")]
 
     async def _open(self, request: Request) -> tuple[StreamSession, float, str]:
         service = self._service
@@ -156,7 +174,15 @@ class StreamEndpoint:
             logger.warning("connection registry unavailable", extra={"error": str(exc)})
         raise unavailable("connection registry unavailable")
 
-    async def _serve(self, session: StreamSession, deadline: float, reason: str, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self,
+        session: StreamSession,
+        deadline: float,
+        reason: str,
+        receive: Receive,
+        send: Send,
+        extra_headers: list[tuple[str, str]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         timer = loop.call_later(max(0.0, deadline - time.time()), session.close, reason)
@@ -193,7 +219,8 @@ class StreamEndpoint:
         else:
             watch()
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            headers = STREAM_HEADERS + [(k.encode(), v.encode("latin-1")) for k, v in extra_headers]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             while not session.done:
                 await session.wait()
                 chunk = session.take()

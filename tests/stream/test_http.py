@@ -195,6 +195,11 @@ async def test_cors_for_allowed_origins_only(rs256_client: httpx.AsyncClient) ->
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     other = await rs256_client.get("/api/v1/notifications/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    # The stream path skips the middleware stack and sets the headers itself.
+    refused = await rs256_client.get(STREAM, headers={"Origin": "https://app.example"})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://app.example"
+    refused = await rs256_client.get(STREAM, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in refused.headers
 
 
 async def test_health_metrics_and_browser_files(rs256_client: httpx.AsyncClient) -> None:
@@ -252,6 +257,7 @@ async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
             "JWT_SECRET": "y" * 40,
             "SSE_MAX_STREAM_SECONDS": "1",
             "SSE_HEARTBEAT_INTERVAL": "0.3",
+            "CORS_ALLOWED_ORIGINS": "https://app.example",
         }
     )
     from shared.tokens import mint_token
@@ -259,8 +265,12 @@ async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
 
     async with serving(create_app(settings, _memory())) as client:
         # The in-process transport hands over the body once the stream has ended.
-        response = await client.get(STREAM, params={"token": mint_token("u1", settings)})
+        response = await client.get(
+            STREAM, params={"token": mint_token("u1", settings)}, headers={"Origin": "https://app.example"}
+        )
     assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert response.headers["content-type"].startswith("text/event-stream")
     events = SSEParser().feed(response.content)
     assert events[0].event == "connection.established"
     assert events[-1].event == "stream.closing" and events[-1].json() == {"reason": "max_duration"}
