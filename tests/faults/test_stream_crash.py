@@ -161,6 +161,10 @@ def test_clients_of_a_killed_process_resume_elsewhere_and_cleanup_removes_its_tr
             assert {e["instance"] for e in live.values()} == {survivor_id}, "only the live instance's entries remain"
         assert db.collection("stream_instances").document(survivor_id).get().exists
         subscriber.get_subscription(request={"subscription": survivor_subscription})
+    except AssertionError as exc:
+        # A failure on a busy machine is hard to reproduce: keep what the processes said.
+        tails = "\n".join(f"--- {n}:\n{p.log()[-3000:]}" for n, p in (("survivor", survivor), ("doomed", doomed)))
+        raise AssertionError(f"{exc}\n{tails}") from exc
     finally:
         for stream in streams + resumed:
             stream.close()
