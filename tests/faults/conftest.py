@@ -131,7 +131,7 @@ class RetryingWorker:
 
 @dataclass
 class Tally:
-    """What one stream received: notifications by title, with counts, and where they came from."""
+    """One client of one user: its current stream and the ones it had before reconnecting."""
 
     user: str
     stream: EventStream
@@ -145,7 +145,3 @@ class Tally:
 
     def titles(self) -> list[str]:
         return [n["title"] for n in self.notifications()]
-
-    def last_id(self) -> str | None:
-        ids = [e.id for e in self.stream.of_type("notification") if e.id]
-        return max(ids) if ids else None
