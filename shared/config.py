@@ -44,6 +44,7 @@ class Settings:
     demo_page: bool = False
     # Bench only: POST /internal/bench/inject on the stream service (never on by default).
     stream_bench_inject: bool = False
+    stream_stats_interval: float = 60.0
     log_level: str = "INFO"
     running_on_gcp: bool = False
 
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cors_allowed_origins=origins,
         demo_page=_flag(env, "DEMO_PAGE", not running_on_gcp),
         stream_bench_inject=_flag(env, "STREAM_BENCH_INJECT", False),
+        stream_stats_interval=_number(env, "STREAM_STATS_INTERVAL", 60.0, minimum=0.05, maximum=3600),
         log_level=level,
         running_on_gcp=running_on_gcp,
     )

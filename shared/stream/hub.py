@@ -121,7 +121,9 @@ class Hub:
         now = time.time()
         for message in batch:
             metrics.CHANNEL_MESSAGES.inc()
-            metrics.FANOUT_LATENCY.observe(max(0.0, now - message.sent_at))
+            latency = max(0.0, now - message.sent_at)
+            metrics.FANOUT_LATENCY.observe(latency)
+            metrics.FANOUT_WINDOW.add(latency)
             sessions = self._users.get(message.user_id)
             if not sessions:
                 continue

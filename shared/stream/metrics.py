@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import Counter, Gauge, Histogram
 
 STREAMS_OPEN = Gauge("sse_streams_open", "SSE streams currently open in this process")
@@ -21,3 +23,28 @@ FANOUT_LATENCY = Histogram(
     "Time from channel publish (ChannelMessage.sent_at) to dispatch onto the streams",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+
+
+class LatencyWindow:
+    """Fan-out latencies since the last report, for the periodic "stream stats" log line.
+
+    Log-based metrics in Cloud Monitoring read that line (ops/metrics/), since
+    /metrics is not scraped on Cloud Run. Bounded: the newest ``size`` samples.
+    Used on the event loop's thread only, so it takes no lock on the hot path.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._samples.append(seconds)
+
+    def take_p95(self) -> float | None:
+        """The 95th percentile of the samples since the last call (None: none), and start afresh."""
+        samples, self._samples = sorted(self._samples), deque(maxlen=self._samples.maxlen)
+        if not samples:
+            return None
+        return samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+
+
+FANOUT_WINDOW = LatencyWindow()

@@ -27,6 +27,7 @@ from shared.channel import Subscription
 from shared.config import Settings
 from shared.errors import BackendUnavailable
 from shared.pubsub_channel import instance_subscription_id, new_instance_id
+from shared.stream import metrics
 from shared.stream.hub import Hub
 from shared.stream.registry import ConnectionRegistry, FirestoreRegistry, MemoryRegistry
 from shared.stream.session import StreamSession
@@ -117,6 +118,7 @@ class StreamService:
         await self._register()
         self._spawn(self._instance_heartbeats())
         self._spawn(self._stream_heartbeats())
+        self._spawn(self._report_stats())
         self._install_signal_handlers(loop)
         self._gc_threshold = tune_gc()
         logger.info(
@@ -189,6 +191,19 @@ class StreamService:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             next_tick = max(next_tick + period, loop.time())
             hub.heartbeat()
+
+    def stats(self) -> dict[str, Any]:
+        """What the periodic "stream stats" log line carries (read by log-based metrics)."""
+        return {
+            "streams_open": self.hub.count if self.hub is not None else 0,
+            "fanout_latency_p95_seconds": metrics.FANOUT_WINDOW.take_p95(),
+            "instance_id": self.instance_id,
+        }
+
+    async def _report_stats(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.settings.stream_stats_interval)
+            logger.info("stream stats", extra=self.stats())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
