@@ -12,6 +12,8 @@ from devtools import emulators as emulator_tools
 from devtools.emulators import Emulator
 from shared.config import reset_settings
 
+pytest_plugins = ["tests.support.gcp_fixtures"]
+
 PROJECT = "test-project"
 ROOT = Path(__file__).resolve().parents[1]
 

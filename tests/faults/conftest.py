@@ -14,14 +14,6 @@ from google.cloud import pubsub_v1
 
 from devtools import emulators as emulator_tools
 from tests.conftest import PROJECT
-from tests.emulator.conftest import (  # noqa: F401 - fixtures re-exported for this folder
-    channel_tap,
-    dead_letter_tap,
-    ingest_server,
-    push_subscription,
-    settings,
-    user_id,
-)
 from tests.support.events import valid_event
 from tests.support.sse import EventStream
 

@@ -16,12 +16,6 @@ from devtools.emulators import free_port
 from shared.config import Settings, load_settings
 from shared.tokens import mint_token
 from tests.conftest import EmulatorPair
-from tests.emulator.conftest import (  # noqa: F401 - fixtures re-exported for this folder
-    ingest_server,
-    push_subscription,
-    settings,
-    user_id,
-)
 from tests.support.events import valid_event
 from tests.support.processes import ROOT, ServerProcess, start_process
 from tests.support.pubsub import PullSubscription
@@ -77,7 +71,7 @@ def token_for(user: str, ttl: float = 600, **extra: Any) -> str:
 
 
 @pytest.fixture(scope="package")
-def stream_server(emulators_session: EmulatorPair, settings: Settings) -> Iterator[ServerProcess]:  # noqa: F811
+def stream_server(emulators_session: EmulatorPair, settings: Settings) -> Iterator[ServerProcess]:
     server = start_stream_service(emulators_session.env())
     yield server
     server.stop()
@@ -89,7 +83,7 @@ def new_user() -> Callable[[], str]:
 
 
 @pytest.fixture
-def publish(settings: Settings, push_subscription: PullSubscription) -> Callable[..., str]:  # noqa: F811
+def publish(settings: Settings, push_subscription: PullSubscription) -> Callable[..., str]:
     """Publish a content event for ``user`` to CONTENT_EVENTS_TOPIC (the ingest function stores it)."""
 
     def send(user: str, **overrides: Any) -> str:

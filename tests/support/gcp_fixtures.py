@@ -1,4 +1,9 @@
-"""Fixtures on the emulators: settings, topics, the ingest function behind a push subscription."""
+"""Fixtures on the emulators: settings, topics, the ingest function behind a push subscription.
+
+Registered once for the whole suite (``pytest_plugins`` in tests/conftest.py), so every
+folder shares one ingest server and one push subscription: a second subscription on the
+content topic would deliver every event twice.
+"""
 
 from __future__ import annotations
 
