@@ -125,7 +125,7 @@ stage() {  # stage NAME: build/NAME with main.py (or the service tree), shared/ 
     cp "$ROOT"/functions/stream/*.py "$dest/functions/stream/"
     # Cloud Run's Python buildpack starts the Procfile's web process (same command as docs/stream.md).
     cat >"$dest/Procfile" <<'PROCFILE'
-web: python -m uvicorn functions.stream.main:app --host 0.0.0.0 --port ${PORT:-8080} --loop uvloop --http httptools --no-server-header --timeout-graceful-shutdown 8
+web: python -m functions.stream.serve --host 0.0.0.0 --port ${PORT:-8080}
 PROCFILE
     echo "3.11" >"$dest/.python-version"
   else

@@ -144,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     # log_config=None keeps the JSON handler (and its token redaction) on uvicorn's access log; the
     # graceful-shutdown timeout stops open SSE streams from holding Ctrl-C up.
+    from shared.stream.protocol import BoundedHttpToolsProtocol
+
     uvicorn.run(
         create_app(),
+        http=BoundedHttpToolsProtocol,
         host=args.host,
         port=args.port,
         log_config=None,

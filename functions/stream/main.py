@@ -1,6 +1,6 @@
 """Cloud Run service: per-user SSE streams and the notification history (SPEC sections 4 and 5).
 
-Run with ``python -m uvicorn functions.stream.main:app`` (see docs/stream.md);
+Run with ``python -m functions.stream.serve`` (see docs/stream.md);
 everything is built from ``shared.stream`` at startup (ASGI lifespan).
 """
 

@@ -284,7 +284,7 @@ def test_demo_on_the_production_service_needs_only_a_token(
 ) -> None:
     """The plain service (DEMO_PAGE on, no development routes): no form, the token from ?token= is enough."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "functions.stream.main:app", "--port", str(port)]
+    command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
     server = start_process(command, stream_server.env, port)
     try:
         token = mint_token(worker.user_id, stack_settings, ttl_seconds=600)

@@ -176,7 +176,7 @@ def test_the_staged_folders_hold_main_shared_and_requirements(cloud: FakeCloud) 
         assert not list(folder.rglob("__pycache__"))
     stream = cloud.build / "stream"
     assert (stream / "functions" / "stream" / "main.py").exists() and (stream / "shared").is_dir()
-    assert (stream / "Procfile").read_text().startswith("web: python -m uvicorn functions.stream.main:app")
+    assert (stream / "Procfile").read_text().startswith("web: python -m functions.stream.serve")
 
 
 def test_a_generated_secret_goes_through_stdin(cloud: FakeCloud) -> None:

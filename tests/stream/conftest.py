@@ -39,20 +39,9 @@ BASE_ENV = {
 
 
 def start_stream_service(env: dict[str, str], port: int | None = None) -> ServerProcess:
-    """The service exactly as documented: ``python -m uvicorn functions.stream.main:app``."""
+    """The service exactly as deployed: ``python -m functions.stream.serve``."""
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "functions.stream.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "8",
-    ]
+    command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
     full_env = {**os.environ, **BASE_ENV, **env, "PYTHONPATH": str(ROOT)}
     server = start_process(command, full_env, port)
     wait_for(lambda: _healthy(server), 30, what="stream service health")

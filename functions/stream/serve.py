@@ -1,0 +1,41 @@
+"""Start the stream service: uvicorn with uvloop and a bounded httptools protocol.
+
+    python -m functions.stream.serve [--host 0.0.0.0] [--port $PORT]
+
+The start command of Cloud Run (deploy.sh's Procfile), the tests and the local
+run. The command line of uvicorn cannot name a protocol class, hence this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from shared.stream.protocol import BoundedHttpToolsProtocol
+
+# Below Cloud Run's 10 s between SIGTERM and SIGKILL; the streams are told at once anyway.
+GRACEFUL_SHUTDOWN_SECONDS = 8
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="the stream service (SPEC sections 4 and 5)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        "functions.stream.main:app",
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http=BoundedHttpToolsProtocol,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # The app configures logging (JSON, token redaction) for uvicorn's loggers too.
+        log_config=None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The bound on a request's head (shared/stream/protocol.py), on the service as deployed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.stream.conftest import start_stream_service, token_for
+from tests.support.processes import ServerProcess
+
+HISTORY = "/api/v1/notifications"
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[ServerProcess]:
+    server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
+    yield server
+    server.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_huge_header_is_refused_without_buffering_it(service: ServerProcess) -> None:
+    before = _rss_kib(service.process.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
+        connection.sendall(b"GET " + HISTORY.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            while sent < 50 * 1024 * 1024:
+                connection.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection: what we want
+        answer = _read_all(connection)
+    assert sent < 50 * 1024 * 1024, "the server kept reading a 50 MiB header"
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "request_header_too_large"
+    assert _rss_kib(service.process.pid) - before < 20 * 1024
+
+
+def test_a_body_in_the_same_write_as_the_headers_does_not_count(service: ServerProcess) -> None:
+    body = json.dumps({"notification_ids": ["0" * 24] * 2000}).encode()  # ~55 KB
+    assert len(body) < 64 * 1024
+    head = (
+        f"POST {HISTORY}/mark-read HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token_for('u-proto')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
+        connection.sendall(head + body)
+        answer = _read_all(connection)
+    assert not answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+
+
+def test_keep_alive_requests_each_get_a_fresh_budget(service: ServerProcess) -> None:
+    request = (
+        f"GET {HISTORY}?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token_for('u-proto')}\r\n"
+        f"X-Padding: {'p' * 40_000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
+        answers = b""
+        for _ in range(3):  # 3 x 40 KB on one connection: over 64 KiB together, under it each
+            connection.sendall(request)
+            deadline = time.monotonic() + 10
+            while answers.count(b"HTTP/1.1 200 ") < _ + 1 and time.monotonic() < deadline:
+                answers += connection.recv(65536)
+    assert answers.count(b"HTTP/1.1 200 ") == 3, answers[:300]
