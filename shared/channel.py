@@ -59,7 +59,10 @@ class ChannelMessage:
     @classmethod
     def decode(cls, data: bytes, attributes: Mapping[str, str] | None = None) -> ChannelMessage:
         """Parse a message; raises ValueError when it is not one of ours."""
-        body = json.loads(data.decode("utf-8"))
+        try:
+            body = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("channel message nested too deeply") from None
         if not isinstance(body, dict) or body.get("type") not in MESSAGE_TYPES:
             raise ValueError("not a channel message")
         user_id = body.get("user_id")

@@ -242,7 +242,7 @@ def _decode_injected(body: bytes) -> list[ChannelMessage]:
 
     try:
         items = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(400, "bad_request", "body must be a JSON array of channel messages") from None
     if not isinstance(items, list):
         raise ApiError(400, "bad_request", "body must be a JSON array of channel messages")

@@ -27,6 +27,12 @@ def test_foreign_messages_are_refused(data: bytes) -> None:
         ChannelMessage.decode(data)
 
 
+def test_a_deeply_nested_channel_message_is_refused() -> None:
+    # Regression: RecursionError escaped decode, inside the Pub/Sub callback thread.
+    with pytest.raises(ValueError, match="nested too deeply"):
+        ChannelMessage.decode(b"[" * 100_000 + b"]" * 100_000)
+
+
 def test_attribute_contradicting_body_is_refused() -> None:
     message = ChannelMessage("u1", "notification", {})
     with pytest.raises(ValueError):
