@@ -109,6 +109,7 @@ class Server:
                 self.process.wait(timeout=10)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], port: int, timeout: float = 60.0) -> Server:
@@ -165,8 +166,13 @@ def _uvicorn_speedups() -> list[str]:
 
 
 def start_stream_service(env: dict[str, str], *, standin: bool = False, hook: bool = False) -> Server:
-    """Our stream service under uvicorn (one process), or the bench's stand-in when ``standin``."""
+    """Our stream service (one process, its own start command), or the bench's stand-in when ``standin``."""
     port = free_port()
+    serve = ROOT / "functions" / "stream" / "serve.py"
+    if not standin and serve.is_file():
+        # The service's own start command (uvloop, its bounded httptools protocol), as deployed.
+        command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
+        return _spawn("stream", command, python_env(env, hook), port)
     app = "bench.standin:app" if standin else "functions.stream.main:app"
     command = [
         sys.executable,
