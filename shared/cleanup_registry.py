@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,6 +201,9 @@ def entries_to_remove(live: dict[str, Any], states: dict[str, str], stale_before
     return doomed
 
 
+_CONTENDED_ROUNDS = 6
+
+
 def prune_connections(ctx: CleanupContext, ref: Any) -> tuple[int, bool]:
     """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty.
 
@@ -229,8 +233,19 @@ def prune_connections(ctx: CleanupContext, ref: Any) -> tuple[int, bool]:
         transaction.update(ref, {"live": kept, "instances": instances, "updated_at": firestore.SERVER_TIMESTAMP})
         return len(doomed), True
 
-    with backend("connection pruning"):
-        removed, changed = prune(ctx.firestore.transaction(max_attempts=5))
+    for attempt in range(_CONTENDED_ROUNDS):
+        try:
+            with backend("connection pruning"):
+                removed, changed = prune(ctx.firestore.transaction(max_attempts=5))
+            break
+        except ValueError:
+            # The client gives up on a transaction aborted 5 times in a row (another
+            # cleanup run or a connecting instance holds the document). Back off with
+            # jitter so the two stop colliding, within the run's budget.
+            ctx.budget.check()
+            if attempt == _CONTENDED_ROUNDS - 1:
+                raise BudgetSpent(f"connections/{ref.id} stayed contended; left for the next run") from None
+            time.sleep(min(ctx.budget.remaining(), random.uniform(0.05, 0.25) * (attempt + 1)))  # noqa: S311
     ctx.report.add("connections", int(removed))
     return int(removed), bool(changed)
 
