@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check shared devtools functions tests
+	$(PY) -m ruff check shared devtools functions tests bench ops
 	$(PY) -m mypy
 
 run: $(STAMP)
