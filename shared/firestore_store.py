@@ -146,16 +146,10 @@ class FirestoreStore(NotificationStore):
 
     def delete_all(self, user_id: str) -> int:
         query = self._notifications(user_id).select(["id"])
-        deleted = 0
         with _backend("delete all"):
             refs = [s.reference for s in query.stream(**self._call())]
-            for chunk in _chunks(refs):
-                batch = self.client.batch()
-                for ref in chunk:
-                    batch.delete(ref)
-                batch.commit(**self._call())
-                deleted += len(chunk)
-        return deleted
+            self._delete_refs(refs)
+        return len(refs)
 
     def delete_expired(self, now: datetime, limit: int) -> int:
         deleted = 0
@@ -170,14 +164,18 @@ class FirestoreStore(NotificationStore):
                     .select(["expire_at"])
                 )
                 refs = [s.reference for s in query.stream(**self._call())]
-                for chunk in _chunks(refs):
-                    batch = self.client.batch()
-                    for ref in chunk:
-                        batch.delete(ref)
-                    batch.commit(**self._call())
+                self._delete_refs(refs)
                 if group == NOTIFICATIONS:
                     deleted += len(refs)
         return deleted
+
+    def _delete_refs(self, refs: list[Any]) -> None:
+        """Batched deletes: one commit per ``_BATCH`` documents, not one round trip each."""
+        for chunk in _chunks(refs):
+            batch = self.client.batch()
+            for ref in chunk:
+                batch.delete(ref)
+            batch.commit(**self._call())
 
     def ping(self) -> None:
         with _backend("health check"):
