@@ -16,7 +16,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -150,24 +149,6 @@ class FirestoreStore(NotificationStore):
             refs = [s.reference for s in query.stream(**self._call())]
             self._delete_refs(refs)
         return len(refs)
-
-    def delete_expired(self, now: datetime, limit: int) -> int:
-        deleted = 0
-        with _backend("delete expired"):
-            for group in (NOTIFICATIONS, EVENT_KEYS):
-                if deleted >= limit:
-                    break
-                query = (
-                    self.client.collection_group(group)
-                    .where(filter=FieldFilter("expire_at", "<", now))
-                    .limit(limit - deleted)
-                    .select(["expire_at"])
-                )
-                refs = [s.reference for s in query.stream(**self._call())]
-                self._delete_refs(refs)
-                if group == NOTIFICATIONS:
-                    deleted += len(refs)
-        return deleted
 
     def _delete_refs(self, refs: list[Any]) -> None:
         """Batched deletes: one commit per ``_BATCH`` documents, not one round trip each."""

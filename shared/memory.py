@@ -124,18 +124,5 @@ class MemoryStore(NotificationStore):
             removed = self._users.pop(user_id, {})
         return len(removed)
 
-    def delete_expired(self, now: datetime, limit: int) -> int:
-        deleted = 0
-        with self._lock:
-            for user in self._users.values():
-                for notification_id, (_, expire_at) in list(user.items()):
-                    if deleted < limit and expire_at < now:
-                        del user[notification_id]
-                        deleted += 1
-            for key, (_, expire_at) in list(self._keys.items()):
-                if expire_at < now:
-                    del self._keys[key]
-        return deleted
-
     def ping(self) -> None:
         return None

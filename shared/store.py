@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime
 
 from shared.notification import NewNotification, Notification
 
@@ -49,10 +48,6 @@ class NotificationStore(ABC):
 
     @abstractmethod
     def delete_all(self, user_id: str) -> int: ...
-
-    @abstractmethod
-    def delete_expired(self, now: datetime, limit: int) -> int:
-        """Delete up to ``limit`` notifications (and idempotency keys) whose expire_at has passed."""
 
     @abstractmethod
     def ping(self) -> None:
