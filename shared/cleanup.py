@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions as gexc
-
+from shared.backend_errors import unavailable_on_error
 from shared.config import Settings
 from shared.errors import BackendUnavailable, NotificationError
 
@@ -116,13 +114,9 @@ class CleanupContext:
         return self.budget.call_timeout(self.settings.backend_timeout_seconds)
 
 
-@contextmanager
-def backend(what: str) -> Iterator[None]:
+def backend(what: str) -> AbstractContextManager[None]:
     """Translate client errors into BackendUnavailable (503), naming the step."""
-    try:
-        yield
-    except (gexc.GoogleAPIError, TimeoutError, ConnectionError) as exc:
-        raise BackendUnavailable(f"backend unavailable during {what}: {exc!r}") from exc
+    return unavailable_on_error(what)
 
 
 def parse_budget(raw: str | None) -> float:

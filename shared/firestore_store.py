@@ -23,6 +23,7 @@ from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from shared.backend_errors import unavailable_on_error
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.notification import NewNotification, Notification
 from shared.store import NotificationStore, Page
@@ -36,12 +37,12 @@ _BATCH = 400  # Firestore allows 500 writes per batch; keep headroom.
 
 @contextmanager
 def _backend(what: str) -> Iterator[None]:
-    try:
-        yield
-    except gexc.InvalidArgument as exc:
-        raise InvalidEventError(f"Firestore refused {what}: {exc.message}") from exc
-    except (gexc.GoogleAPIError, TimeoutError, ConnectionError) as exc:
-        raise BackendUnavailable(f"Firestore unavailable during {what}: {exc!r}") from exc
+    with unavailable_on_error(what, "Firestore"):
+        try:
+            yield
+        except gexc.InvalidArgument as exc:
+            # What Firestore refuses will never be stored: dead-letter it, do not retry.
+            raise InvalidEventError(f"Firestore refused {what}: {exc.message}") from exc
 
 
 class FirestoreStore(NotificationStore):

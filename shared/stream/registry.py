@@ -121,17 +121,16 @@ TRANSACTION_ATTEMPTS = 10
 
 @contextmanager
 def _backend(what: str) -> Iterator[None]:
-    from google.api_core import exceptions as gexc
+    from shared.backend_errors import unavailable_on_error
 
-    try:
-        yield
-    except (gexc.GoogleAPIError, TimeoutError, ConnectionError) as exc:
-        raise BackendUnavailable(f"Firestore unavailable during {what}: {exc!r}") from exc
-    except ValueError as exc:
-        # The client gives up on a contended transaction with a ValueError.
-        if "transaction" not in str(exc).lower():
-            raise
-        raise BackendUnavailable(f"Firestore transaction contended during {what}: {exc}") from exc
+    with unavailable_on_error(what, "Firestore"):
+        try:
+            yield
+        except ValueError as exc:
+            # The client gives up on a contended transaction with a ValueError.
+            if "transaction" not in str(exc).lower():
+                raise
+            raise BackendUnavailable(f"Firestore transaction contended during {what}: {exc}") from exc
 
 
 def _fields(snapshot: Any) -> dict[str, Any]:

@@ -23,8 +23,7 @@ import pytest
 
 from devtools.cli import publish_event
 from devtools.emulators import free_port
-from shared.config import Settings, load_settings
-from shared.pubsub_channel import ensure_topics
+from shared.config import Settings
 from tests.conftest import ROOT, EmulatorPair
 from tests.support.processes import ServerProcess, start_function, start_process
 from tests.support.pubsub import PullSubscription
@@ -86,12 +85,8 @@ class StreamServer:
 
 
 @pytest.fixture(scope="module")
-def stack_settings(emulators_session: EmulatorPair) -> Settings:
-    settings = load_settings()
-    ensure_topics(
-        settings.project_id,
-        [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic],
-    )
+def stack_settings(settings: Settings) -> Settings:
+    """The suite's settings (topics created by tests/support/gcp_fixtures.py)."""
     return settings
 
 
