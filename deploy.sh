@@ -112,28 +112,32 @@ gexists() { exists gcloud "$@" --project="$PROJECT" --quiet; }
 
 # --- staging: each function uploads only its own folder --------------------
 
-stage() {  # stage NAME: build/NAME with main.py (or the service tree), shared/ and requirements.txt
+stage() {  # stage NAME: build/NAME with the component's folder, shared/ and one flat requirements.txt
   local name="$1" dest="$BUILD_DIR/$1"
   if [ "$DRY_RUN" = 1 ]; then
     echo "+ stage $dest"
     return 0
   fi
   rm -rf "$dest"
-  mkdir -p "$dest"
+  mkdir -p "$dest/functions/$name"
+  cp "$ROOT/functions/__init__.py" "$dest/functions/__init__.py"
+  cp -R "$ROOT/functions/$name/." "$dest/functions/$name/"
+  cp -R "$ROOT/shared" "$dest/shared"
+  # Only this component's pins and shared's: the ingest function ships no
+  # Starlette, the stream service no Flask.
+  grep -hvE '^(-r |#|$)' "$ROOT/shared/requirements.txt" "$ROOT/functions/$name/requirements.txt" >"$dest/requirements.txt"
+  rm -f "$dest/shared/requirements.txt" "$dest/functions/$name/requirements.txt"
   if [ "$name" = stream ]; then
-    mkdir -p "$dest/functions/stream"
-    cp "$ROOT"/functions/stream/*.py "$dest/functions/stream/"
     # Cloud Run's Python buildpack starts the Procfile's web process (same command as docs/stream.md).
     cat >"$dest/Procfile" <<'PROCFILE'
 web: python -m functions.stream.serve --host 0.0.0.0 --port ${PORT:-8080}
 PROCFILE
     echo "3.11" >"$dest/.python-version"
   else
+    # Cloud Functions loads main.py from the root of the upload.
     cp "$ROOT/functions/$name/main.py" "$dest/main.py"
   fi
-  cp -R "$ROOT/shared" "$dest/shared"
   find "$dest" -name __pycache__ -type d -prune -exec rm -rf {} +
-  cp "$ROOT/requirements.txt" "$dest/requirements.txt"
   log "staged $dest"
 }
 
@@ -309,7 +313,7 @@ deploy_ingest() {
     --trigger-topic="$CONTENT_TOPIC" --retry \
     --trigger-service-account="$TRIGGER_SA" --service-account="$INGEST_SA" \
     --memory=512Mi --timeout=60s --max-instances=100 \
-    --set-env-vars="$(common_env),JWT_SECRET_REQUIRED=false"
+    --set-env-vars="$(common_env)"
   # The Eventarc trigger's identity may invoke this function and nothing else.
   g functions add-invoker-policy-binding "$INGEST_FUNCTION" --region="$REGION" --member="serviceAccount:$TRIGGER_SA"
 }
@@ -334,7 +338,7 @@ deploy_cleanup() {
   g functions deploy "$CLEANUP_FUNCTION" --gen2 --region="$REGION" --runtime=python311 \
     --source="$BUILD_DIR/cleanup" --entry-point=cleanup --trigger-http --no-allow-unauthenticated \
     --service-account="$CLEANUP_SA" --memory=512Mi --timeout=300s --max-instances=2 \
-    --set-env-vars="$(common_env),JWT_SECRET_REQUIRED=false"
+    --set-env-vars="$(common_env)"
   # Only the scheduler's identity may call cleanup (OIDC token checked by Cloud Run IAM).
   g functions add-invoker-policy-binding "$CLEANUP_FUNCTION" --region="$REGION" --member="serviceAccount:$SCHEDULER_SA"
 

@@ -7,8 +7,9 @@ Pub/Sub publisher and subscriber. Firestore bills documents, not RPCs: a
 commit counts its writes and deletes, a query or a batch get counts the
 documents it returns (a query returning none still costs one read).
 
-Optionally (BENCH_INGEST_TIMINGS=1) it wraps ``shared.ingest.ingest`` to record
-where each delivery's time goes. Every 0.5 s the process writes its counts to
+Optionally (BENCH_INGEST_TIMINGS=1) it wraps ``functions.ingest.ingest.ingest`` and
+the public methods it calls (the store's ``persist``, the channel's ``publish_many``)
+to record where each delivery's time goes. Every 0.5 s the process writes its counts to
 ``$BENCH_HOOK_DIR/<pid>.json`` and appends new timings to ``<pid>.timings.jsonl``.
 """
 
@@ -181,27 +182,57 @@ def _patch_pubsub() -> None:
     subscriber_message.Message.__init__ = counted_init  # type: ignore[method-assign]
 
 
-def _patch_ingest() -> None:
-    import shared.ingest as ingest_module
+_PHASES = threading.local()
 
+
+def _timed(cls: Any, method: str, phase: str) -> None:
+    original = getattr(cls, method)
+
+    @functools.wraps(original)
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        phases = getattr(_PHASES, "current", None)
+        begin = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if phases is not None:
+                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - begin
+
+    setattr(cls, method, timed)
+
+
+def _patch_ingest() -> None:
+    import functions.ingest.ingest as ingest_module
+    from shared.backends.firestore_store import FirestoreStore
+    from shared.backends.pubsub_channel import PubSubChannel
+
+    _timed(FirestoreStore, "persist", "persist")
+    _timed(PubSubChannel, "publish_many", "publish")
     original = ingest_module.ingest
 
     @functools.wraps(original)
     def timed_ingest(message: Any, backends: Any, settings: Any, **kwargs: Any) -> Any:
-        timings: dict[str, float] = {}
-        kwargs["timings"] = timings
+        phases: dict[str, float] = {}
+        _PHASES.current = phases
         started = time.time()
+        begin = time.perf_counter()
         count("pubsub.push_deliveries")
         size = _message_bytes(bytes(message.data), dict(message.attributes))
         count("pubsub.push_billable_bytes", max(size, 1000))
-        outcome = original(message, backends, settings, **kwargs)
+        try:
+            outcome = original(message, backends, settings, **kwargs)
+        finally:
+            _PHASES.current = None
+        total = time.perf_counter() - begin
         key = None
         try:
             key = json.loads(message.data).get("content_request_id")
         except (ValueError, AttributeError):
             pass
         record = {"key": key, "start": started, "end": time.time(), "outcome": getattr(outcome, "value", None)}
-        record.update(timings)
+        # What is not the store or the channel is validation (and logging).
+        record["validate"] = max(0.0, total - phases.get("persist", 0.0) - phases.get("publish", 0.0))
+        record.update(phases)
         with _LOCK:
             TIMINGS.append(record)
         return outcome
@@ -224,23 +255,19 @@ def _patch_profile() -> None:
 
     gc.callbacks.append(on_gc)
     try:
-        from shared.stream.hub import Hub
+        from functions.stream.hub import Hub
     except ImportError:
         return
     original = Hub.heartbeat
 
     @functools.wraps(original)
-    def timed_heartbeat(self: Any) -> None:
-        # The hub may heartbeat one slice of its streams per call; count what this call touches.
-        slices = getattr(self, "_slices", None)
-        if slices:
-            streams = len(slices[getattr(self, "_tick", 0) % len(slices)])
-        else:
-            streams = int(getattr(self, "count", 0))
+    def timed_heartbeat(self: Any) -> int:
+        # The hub heartbeats one slice of its streams per call and says how many it touched.
         begin = time.time()
-        original(self)
+        streams = original(self)
         with _LOCK:
             HEARTBEATS.append((begin, time.time() - begin, streams))
+        return streams
 
     Hub.heartbeat = timed_heartbeat  # type: ignore[method-assign]
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest_throughput [--events 400] [--concurrency 8]
 
-1. In-memory backends: CPU milliseconds per event of `shared.ingest.ingest` (process time).
+1. In-memory backends: CPU milliseconds per event of `functions.ingest.ingest.ingest` (process time).
 2. One functions-framework process serving the real ingest function against the
    Pub/Sub and Firestore emulators, fed with push deliveries over HTTP at the given
    concurrency: events/s, latency per delivery, and the server's CPU per event.
@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 import httpx
 
 from devtools import emulators
+from functions.ingest.ingest import PubsubMessage, ingest
 from shared.backends import Backends
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import load_settings
-from shared.ingest import PubsubMessage, ingest
-from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
-from shared.pubsub_channel import ensure_topics
 from tests.support.events import valid_event
 from tests.support.processes import start_function
 from tests.support.pubsub import push_envelope

@@ -113,10 +113,10 @@ def run_pipeline(quick: bool, rate: float | None = None) -> dict[str, Any]:
         emulator_seconds = time.monotonic() - started
         env = {"GOOGLE_CLOUD_PROJECT": PROJECT, **emulators[0].env(), **emulators[1].env()}
         os.environ.update(env)
-        from shared.config import load_settings
-        from shared.pubsub_channel import ensure_topics
+        from functions.stream.config import load_stream_settings
+        from shared.backends.pubsub_channel import ensure_topics
 
-        settings = load_settings({**env, "JWT_SECRET": JWT_SECRET})
+        settings = load_stream_settings({**env, "JWT_SECRET": JWT_SECRET})
         topics = [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic]
         ensure_topics(PROJECT, topics)
         common = {**env, "BENCH_HOOK_DIR": hook_dir, "LOG_LEVEL": "WARNING", "JWT_SECRET": JWT_SECRET}

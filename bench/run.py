@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.fanout import FULL_LOADS, QUICK_LOADS, Load, Outcome, run_load
 from bench.loadgen import raise_open_files_limit
-from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service, stream_service_available
+from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service
 
 logger = logging.getLogger("bench")
 
@@ -40,7 +40,6 @@ HEARTBEAT_SECONDS = 10
 def _stream_env(max_per_user: int, heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, str]:
     return {
         "NOTIFICATIONS_BACKEND": "memory",
-        "STREAM_BENCH_INJECT": "1",
         "JWT_SECRET": BENCH_JWT_SECRET,
         "SSE_HEARTBEAT_INTERVAL": str(heartbeat),
         "SSE_MAX_CONNECTIONS_PER_USER": str(max_per_user),
@@ -51,10 +50,9 @@ def _stream_env(max_per_user: int, heartbeat: float = HEARTBEAT_SECONDS) -> dict
 
 
 def _token_paths(users: int) -> dict[str, str]:
-    from shared.config import load_settings
-    from shared.tokens import mint_token
+    from shared.tokens import load_token_settings, mint_token
 
-    settings = load_settings({"JWT_SECRET": BENCH_JWT_SECRET})
+    settings = load_token_settings({"JWT_SECRET": BENCH_JWT_SECRET})
     return {
         f"bu{n:05d}": f"/api/v1/notifications/stream?token={mint_token(f'bu{n:05d}', settings, ttl_seconds=7200)}"
         for n in range(users)
@@ -76,11 +74,6 @@ async def run_fanout(
             logger.warning("nchan skipped: %s", why_not)
             targets = [t for t in targets if t != "nchan"]
     ours = "stream"
-    if "stream" in targets and not stream_service_available():
-        ours = "standin"
-        section["notes"].append(
-            "functions/stream/main.py does not exist: 'ours' figures are of bench/standin.py, a trivial stand-in"
-        )
     paths = _token_paths(max(load.users for load in loads))
     for load in loads:
         per_target: dict[str, Any] = {}
@@ -97,9 +90,7 @@ async def run_fanout(
                 per_user = max(3, -(-load.streams // load.users) + 1)
                 profile_dir = tempfile.mkdtemp(prefix="bench-profile-")
                 profile_env = {"BENCH_HOOK_DIR": profile_dir, "BENCH_COUNT": "0", "BENCH_PROFILE": "1"}
-                server = start_stream_service(
-                    {**_stream_env(per_user, heartbeat), **profile_env}, standin=ours == "standin", hook=True
-                )
+                server = start_stream_service({**_stream_env(per_user, heartbeat), **profile_env}, hook=True)
                 path_for = paths.__getitem__
                 kind = "inject"
             try:

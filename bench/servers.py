@@ -134,10 +134,6 @@ def _spawn(name: str, command: list[str], env: dict[str, str], port: int, timeou
     return server
 
 
-def stream_service_available() -> bool:
-    return (ROOT / "functions" / "stream" / "main.py").is_file()
-
-
 def python_env(extra: dict[str, str], hook: bool = False) -> dict[str, str]:
     """The environment of a Python child; ``hook`` puts the counting sitecustomize first on its path."""
     env = {**os.environ, **extra}
@@ -148,51 +144,21 @@ def python_env(extra: dict[str, str], hook: bool = False) -> dict[str, str]:
     return env
 
 
-def _uvicorn_speedups() -> list[str]:
-    args = []
-    try:
-        import uvloop  # noqa: F401
-
-        args += ["--loop", "uvloop"]
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-
-        args += ["--http", "httptools"]
-    except ImportError:
-        pass
-    return args
-
-
-def start_stream_service(env: dict[str, str], *, standin: bool = False, hook: bool = False) -> Server:
-    """Our stream service (one process, its own start command), or the bench's stand-in when ``standin``."""
+def start_stream_service(env: dict[str, str], *, hook: bool = False) -> Server:
+    """Our stream service with its own start command, serving the bench's injection route in front."""
     port = free_port()
-    serve = ROOT / "functions" / "stream" / "serve.py"
-    if not standin and serve.is_file():
-        # The service's own start command (uvloop, its bounded httptools protocol), as deployed.
-        command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
-        return _spawn("stream", command, python_env(env, hook), port)
-    app = "bench.standin:app" if standin else "functions.stream.main:app"
     command = [
         sys.executable,
         "-m",
-        "uvicorn",
-        app,
+        "functions.stream.serve",
+        "--app",
+        "bench.inject_app:app",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--backlog",
-        "4096",
-        "--timeout-graceful-shutdown",
-        "3",
-        *_uvicorn_speedups(),
     ]
-    return _spawn("standin" if standin else "stream", command, python_env(env, hook), port)
+    return _spawn("stream", command, python_env(env, hook), port)
 
 
 def nchan_available() -> str | None:

@@ -2,8 +2,8 @@
 
 Models measured, each on the embedded memory backends with the same JWT check:
 
-- ``asgi-uvloop``: the real service, ``python -m uvicorn functions.stream.main:app --loop uvloop --http httptools``
-- ``asgi-asyncio``: the real service on the pure-Python stack (``--loop asyncio --http h11``)
+- ``asgi-uvloop``: the real service with its own start command, ``python -m functions.stream.serve`` (uvloop, httptools)
+- ``asgi-asyncio``: the same app on uvicorn's pure-Python stack (``--loop asyncio --http h11``), for comparison
 - ``flask-gthread``: a minimal Flask SSE endpoint on gunicorn's thread worker (one thread per stream),
   the shape a Flask/functions-framework service would have
 
@@ -11,7 +11,7 @@ For each model and stream count: start the server, open N streams (raw sockets,
 each waits for ``connection.established``), then read the RSS of the server's
 process tree. Per-stream RSS = (RSS with N streams - RSS idle) / N. Then, for
 the ASGI models, ``--rounds`` bursts of one notification per stream through
-the bench injection hook (STREAM_BENCH_INJECT=1): latency from the POST to
+the bench injection route (``bench.inject_app``): latency from the POST to
 receipt (includes the POST of the whole burst and this process reading every
 socket, so it is a harness figure) and the server's CPU time per delivered
 event (utime + stime from /proc, independent of the client).
@@ -95,13 +95,13 @@ def create_flask_app() -> Any:
     """A minimal Flask SSE endpoint (gunicorn factory: ``bench.serving_model:create_flask_app()``)."""
     from flask import Flask, Response, request
 
-    from shared.config import get_settings
+    from functions.stream import sse
+    from functions.stream.config import get_stream_settings
     from shared.errors import AuthError
-    from shared.stream import sse
     from shared.tokens import verify_token
 
     app = Flask(__name__)
-    settings = get_settings()
+    settings = get_stream_settings()
 
     @app.get(PATH)
     def stream() -> Any:
@@ -143,8 +143,9 @@ class Result:
 
 def _command(model: str, port: int, streams: int) -> list[str]:
     if model == "asgi-uvloop":
-        extra = ["--loop", "uvloop", "--http", "httptools"]
-    elif model == "asgi-asyncio":
+        serve = ["-m", "functions.stream.serve", "--app", "bench.inject_app:app"]
+        return [sys.executable, *serve, "--host", "127.0.0.1", "--port", str(port)]
+    if model == "asgi-asyncio":
         extra = ["--loop", "asyncio", "--http", "h11"]
     else:
         return [
@@ -169,7 +170,7 @@ def _command(model: str, port: int, streams: int) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "functions.stream.main:app",
+        "bench.inject_app:app",
         "--host",
         "127.0.0.1",
         "--port",
@@ -192,7 +193,6 @@ def _start(model: str, streams: int) -> tuple[subprocess.Popen[bytes], int, Path
         "SSE_MAX_CONNECTIONS_PER_USER": "1000",
         "LOG_LEVEL": "WARNING",
         "DEMO_PAGE": "off",
-        "STREAM_BENCH_INJECT": "1",
     }
     fd, name = tempfile.mkstemp(prefix=f"serving-{model}-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
@@ -309,10 +309,9 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def measure(model: str, streams: int, rounds: int) -> Result:
-    from shared.config import load_settings
-    from shared.tokens import mint_token
+    from shared.tokens import load_token_settings, mint_token
 
-    settings = load_settings({"JWT_SECRET": SECRET})
+    settings = load_token_settings({"JWT_SECRET": SECRET})
     tokens = [(f"bench-{i}", mint_token(f"bench-{i}", settings, ttl_seconds=3600)) for i in range(streams)]
     process, port, log = _start(model, streams)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 from shared.config import load_settings
 from shared.events import EVENT_TYPES
+from shared.tokens import load_token_settings, mint_token
 
 
 def build_event(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,12 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--user", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     args = parser.parse_args(argv)
-    settings = load_settings()
     if args.command == "token":
-        from shared.tokens import mint_token
-
-        sys.stdout.write(mint_token(args.user, settings, ttl_seconds=args.ttl) + "\n")
+        tokens = load_token_settings(os.environ)
+        sys.stdout.write(mint_token(args.user, tokens, ttl_seconds=args.ttl) + "\n")
         return 0
+    settings = load_settings()
     message_id = publish_event(settings.project_id, settings.content_events_topic, build_event(args))
     sys.stdout.write(json.dumps({"message_id": message_id, "topic": settings.content_events_topic}) + "\n")
     return 0

@@ -7,14 +7,13 @@ of these routes. They are matched before the stream application sees a request:
 - ``GET /demo/token?user=ID&ttl=SECONDS`` mints a development token (the page's ``getToken()``);
 - ``POST /demo/publish`` (bearer token) publishes a content event for the token's user the way a
   worker would: to CONTENT_EVENTS_TOPIC on Pub/Sub, or, with the embedded in-memory backends, straight
-  into ``shared.ingest.ingest`` in this process.
+  into ``functions.ingest.ingest.ingest`` in this process.
 
-    python -m devtools.local_app --port 8080
+    python -m functions.stream.serve --app devtools.local_app:app --port 8080
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import uuid
@@ -26,11 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from functions.ingest.ingest import PubsubMessage, ingest
+from functions.stream.config import StreamSettings, get_stream_settings
 from shared.backends import get_backends
-from shared.config import Settings, get_settings
 from shared.errors import AuthError, BackendUnavailable, InvalidEventError
 from shared.events import EVENT_TYPES, validate_user_id
-from shared.ingest import PubsubMessage, ingest
 from shared.tokens import mint_token, verify_token
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 class LocalRoutes:
     """The development routes; everything else goes to the wrapped stream application (lifespan included)."""
 
-    def __init__(self, stream_app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, stream_app: ASGIApp, settings: StreamSettings) -> None:
         self.stream_app = stream_app
         self.settings = settings
         self._publisher: Any = None
@@ -125,38 +124,14 @@ class LocalRoutes:
 
 
 def create_app() -> ASGIApp:
-    """The stream service's app with the development routes in front (``uvicorn --factory``)."""
+    """The stream service's app with the development routes in front."""
     from functions.stream.main import app as stream_app
 
-    return LocalRoutes(stream_app, get_settings())
+    return LocalRoutes(stream_app, get_stream_settings())
 
 
-def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    from shared.logs import configure_logging
-
-    parser = argparse.ArgumentParser(description="the stream service with development routes (local only)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    # log_config=None keeps the JSON handler (and its token redaction) on uvicorn's access log; the
-    # graceful-shutdown timeout stops open SSE streams from holding Ctrl-C up.
-    from shared.stream.protocol import BoundedHttpToolsProtocol
-
-    uvicorn.run(
-        create_app(),
-        http=BoundedHttpToolsProtocol,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        timeout_graceful_shutdown=3,
-        lifespan="on",
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access (by the server), not on import (by tests of LocalRoutes).
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

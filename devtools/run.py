@@ -37,7 +37,8 @@ from typing import IO
 
 from devtools import emulators
 from devtools.emulators import ENV_HOST, Emulator, free_port
-from shared.config import Settings, load_settings
+from functions.stream.config import StreamSettings, load_stream_settings
+from shared.config import Settings
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def wire_ingest(settings: Settings, endpoint: str) -> None:
     from google.api_core import exceptions as gexc
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    from shared.pubsub_channel import ensure_topics
+    from shared.backends.pubsub_channel import ensure_topics
 
     ensure_topics(
         settings.project_id,
@@ -248,9 +249,10 @@ def _stop_signals() -> threading.Event:
 
 
 def run(port: int, user: str, stop: threading.Event) -> int:
-    env = dict(os.environ)
+    # A development run: the only mode that may use the public development JWT secret.
+    env = {**os.environ, "NOTIFICATIONS_LOCAL_MODE": os.environ.get("NOTIFICATIONS_LOCAL_MODE", "true")}
     try:
-        settings = load_settings(env)
+        settings = load_stream_settings(env)
     except ConfigError as exc:
         raise RunError(str(exc)) from None
     if not port_free(port):
@@ -291,14 +293,18 @@ def run(port: int, user: str, stop: threading.Event) -> int:
             children.append(ingest)
             wait_http(ingest, f"http://127.0.0.1:{ingest_port}/", 60, stop)
             with _environment(chosen.env):
-                settings = load_settings(child_env)
+                settings = load_stream_settings(child_env)
                 wired = True
                 wire_ingest(
                     settings,
                     f"http://127.0.0.1:{ingest_port}/projects/{settings.project_id}/topics/"
                     f"{settings.content_events_topic}",
                 )
-        stream = spawn("stream", [sys.executable, "-m", "devtools.local_app", "--port", str(port)], child_env)
+        stream = spawn(
+            "stream",
+            [sys.executable, "-m", "functions.stream.serve", "--app", "devtools.local_app:app", *_on(port)],
+            child_env,
+        )
         children.append(stream)
         base = f"http://127.0.0.1:{port}"
         wait_http(stream, f"{base}/api/v1/notifications/health", 60, stop)
@@ -323,8 +329,12 @@ def run(port: int, user: str, stop: threading.Event) -> int:
             logger.debug("%s log: %s", child.name, child.log_path)
 
 
+def _on(port: int) -> list[str]:
+    return ["--host", "127.0.0.1", "--port", str(port)]
+
+
 def _banner(
-    base: str, user: str, settings: Settings, chosen: Backends, env: Mapping[str, str], children: list[Child]
+    base: str, user: str, settings: StreamSettings, chosen: Backends, env: Mapping[str, str], children: list[Child]
 ) -> None:
     from shared.tokens import mint_token
 

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 def main() -> int:
@@ -34,9 +35,10 @@ def main() -> int:
         os.environ.update({**pubsub.env(), **firestore_emulator.env(), "GOOGLE_CLOUD_PROJECT": project})
         from google.cloud import firestore, pubsub_v1
 
-        from shared.cleanup import run_cleanup
+        from functions.cleanup.run import run_cleanup
+        from shared.backends import firestore_registry as registry
+        from shared.backends.pubsub_channel import ensure_topics, instance_subscription_id
         from shared.config import load_settings
-        from shared.pubsub_channel import ensure_topics, instance_subscription_id
 
         settings = load_settings()
         ensure_topics(project, [settings.notifications_topic])
@@ -47,7 +49,7 @@ def main() -> int:
         batch = db.batch()
         writes = 0
 
-        def add(ref: object, data: dict[str, object]) -> None:
+        def add(ref: Any, data: dict[str, Any]) -> None:
             nonlocal batch, writes
             batch.set(ref, data)
             writes += 1
@@ -65,14 +67,11 @@ def main() -> int:
             subscriber.create_subscription(
                 request={"name": path, "topic": f"projects/{project}/topics/{settings.notifications_topic}"}
             )
-            add(db.collection("stream_instances").document(instance), {"heartbeat_at": old, "subscription": path})
+            add(db.collection(registry.INSTANCES).document(instance), registry.instance_document(old, old, path))
         for u in range(args.users):
             instance = instances[u % len(instances)] if instances else "gone"
             live = {f"c{u}": {"instance": instance, "opened_at": old}}
-            add(
-                db.collection("connections").document(f"user-{u}"),
-                {"live": live, "instances": [instance], "updated_at": old},
-            )
+            add(db.collection(registry.CONNECTIONS).document(f"user-{u}"), registry.connections_document(live, old))
         batch.commit()
 
         started = time.monotonic()
@@ -80,7 +79,7 @@ def main() -> int:
         wall = time.monotonic() - started
         print(json.dumps({**report.to_dict(), "wall_seconds": round(wall, 3), "seeded": vars(args)}))
         subscriber.close()
-        db.close()
+        db.close()  # type: ignore[no-untyped-call]
     finally:
         firestore_emulator.stop()
         pubsub.stop()

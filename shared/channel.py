@@ -106,12 +106,18 @@ class Channel(ABC):
         """Publish every message, or raise BackendUnavailable."""
 
     @abstractmethod
-    def subscribe(self, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
         """Deliver every message published from now on to ``handler``.
 
-        ``on_gap`` is called when messages may have been missed (the subscription
-        had to be re-established), so holders of streams can replay from the store.
+        ``instance_id`` names the stream instance that holds the subscription
+        (the registry names the same instance). ``on_gap`` is called when
+        messages may have been missed (the subscription had to be
+        re-established), so holders of streams can replay from the store.
         """
+
+    def subscription_name(self, instance_id: str) -> str:
+        """The name ``subscribe(instance_id, ...)`` gives its subscription, known before it exists."""
+        return ""
 
     def publish(self, message: ChannelMessage) -> None:
         self.publish_many([message])

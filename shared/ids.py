@@ -10,9 +10,12 @@ event key, so the id is stable.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 import threading
 import time
+import uuid
 
 ID_LENGTH = 24
 _ID_PATTERN = re.compile(r"[0-9a-f]{24}")
@@ -48,3 +51,9 @@ def id_micros(notification_id: str) -> int:
 
 def is_valid_id(value: str) -> bool:
     return bool(_ID_PATTERN.fullmatch(value))
+
+
+def new_instance_id() -> str:
+    """A stream instance's id: readable (host, pid) and unique (random suffix)."""
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:30].strip("-") or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

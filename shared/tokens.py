@@ -9,14 +9,63 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from shared.config import Settings
-from shared.errors import AuthError, InvalidEventError
+from shared.config import flag, optional
+from shared.errors import AuthError, ConfigError, InvalidEventError
 from shared.events import validate_user_id
+
+# Public on purpose: accepted only in local mode (NOTIFICATIONS_LOCAL_MODE=true).
+DEV_JWT_SECRET = "local-development-secret-not-for-production"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """How tokens are verified (the stream service) and minted (development tools, tests)."""
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.jwt_public_key is None and self.jwt_secret == DEV_JWT_SECRET
+
+
+def token_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """JWT_SECRET / JWT_PUBLIC_KEY / JWT_AUDIENCE / JWT_ISSUER as keyword arguments.
+
+    Without a key the public development secret is used only in local mode;
+    anywhere else (Cloud Run, GKE, a VM, plain Docker) the process refuses to start.
+    """
+    public_key = optional(env, "JWT_PUBLIC_KEY")
+    if public_key and "-----BEGIN" not in public_key:
+        raise ConfigError("JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
+    secret = optional(env, "JWT_SECRET")
+    if secret is None and public_key is None:
+        if not flag(env, "NOTIFICATIONS_LOCAL_MODE", False):
+            raise ConfigError(
+                "JWT_SECRET (or JWT_PUBLIC_KEY) must be set; only NOTIFICATIONS_LOCAL_MODE=true "
+                "may use the public development secret"
+            )
+        secret = DEV_JWT_SECRET
+    if public_key is None and secret is not None and len(secret) < 32:
+        raise ConfigError("JWT_SECRET must be at least 32 characters long (HS256 wants a 256-bit key)")
+    return {
+        "jwt_secret": secret or "",
+        "jwt_public_key": public_key,
+        "jwt_audience": optional(env, "JWT_AUDIENCE"),
+        "jwt_issuer": optional(env, "JWT_ISSUER"),
+    }
+
+
+def load_token_settings(env: Mapping[str, str]) -> TokenSettings:
+    return TokenSettings(**token_fields(env))
 
 
 @dataclass(frozen=True)
@@ -26,13 +75,13 @@ class Claims:
     raw: dict[str, Any]
 
 
-def _algorithms(settings: Settings) -> list[str]:
+def _algorithms(settings: TokenSettings) -> list[str]:
     if settings.jwt_public_key:
         return ["RS256", "ES256"]
     return ["HS256"]
 
 
-def verify_token(token: str, settings: Settings, *, now: float | None = None) -> Claims:
+def verify_token(token: str, settings: TokenSettings, *, now: float | None = None) -> Claims:
     """The claims of a valid access token; AuthError (401 or 403) otherwise."""
     if not token or len(token) > 8192:
         raise AuthError("missing or oversized token")
@@ -74,7 +123,7 @@ def verify_token(token: str, settings: Settings, *, now: float | None = None) ->
 
 def mint_token(
     user_id: str,
-    settings: Settings,
+    settings: TokenSettings,
     *,
     ttl_seconds: float = 3600,
     private_key: str | None = None,

@@ -15,6 +15,9 @@ from shared.config import reset_settings
 pytest_plugins = ["tests.support.gcp_fixtures"]
 
 PROJECT = "test-project"
+# The tests are a development run: the only mode allowed the public development JWT
+# secret (tests that check its refusal pass their own environment).
+os.environ.setdefault("NOTIFICATIONS_LOCAL_MODE", "true")
 ROOT = Path(__file__).resolve().parents[1]
 
 

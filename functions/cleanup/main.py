@@ -14,7 +14,7 @@ from typing import Any
 import flask
 import functions_framework
 
-from shared.cleanup import respond
+from functions.cleanup.run import respond
 from shared.config import get_settings
 from shared.logs import configure_logging, reset_trace, set_trace
 

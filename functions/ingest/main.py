@@ -6,9 +6,9 @@ Return to acknowledge; raise to have Pub/Sub redeliver.
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from functions.ingest.ingest import ingest_cloud_event
 from shared.backends import get_backends
 from shared.config import get_settings
-from shared.ingest import ingest_cloud_event
 from shared.logs import configure_logging
 
 configure_logging(get_settings().log_level)

@@ -1,9 +1,13 @@
 """Start the stream service: uvicorn with uvloop and a bounded httptools protocol.
 
-    python -m functions.stream.serve [--host 0.0.0.0] [--port $PORT]
+    python -m functions.stream.serve [--host 0.0.0.0] [--port $PORT] [--app module:attribute]
 
-The start command of Cloud Run (deploy.sh's Procfile), the tests and the local
-run. The command line of uvicorn cannot name a protocol class, hence this module.
+The one way the stream server is started: Cloud Run's start command
+(deploy.sh's Procfile), the local run, the bench and the tests. ``--app``
+serves a wrapper of the production app instead (``devtools.local_app:app``
+adds the local demo routes, ``bench.inject_app:app`` the bench's injection
+route); the production app has neither. The command line of uvicorn cannot
+name a protocol class, hence this module.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import os
 
 import uvicorn
 
-from shared.stream.protocol import BoundedHttpToolsProtocol
+from functions.stream.protocol import BoundedHttpToolsProtocol
 
+PRODUCTION_APP = "functions.stream.main:app"
 # Below Cloud Run's 10 s between SIGTERM and SIGKILL; the streams are told at once anyway.
 GRACEFUL_SHUTDOWN_SECONDS = 8
 
@@ -23,9 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="the stream service (SPEC sections 4 and 5)")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--app", default=PRODUCTION_APP, help="module:attribute of the ASGI app to serve")
     args = parser.parse_args(argv)
     uvicorn.run(
-        "functions.stream.main:app",
+        args.app,
         host=args.host,
         port=args.port,
         loop="uvloop",

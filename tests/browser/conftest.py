@@ -23,7 +23,7 @@ import pytest
 
 from devtools.cli import publish_event
 from devtools.emulators import free_port
-from shared.config import Settings
+from functions.stream.config import StreamSettings
 from tests.conftest import ROOT, EmulatorPair
 from tests.support.processes import ServerProcess, start_function, start_process
 from tests.support.pubsub import PullSubscription
@@ -63,7 +63,17 @@ class StreamServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "devtools.local_app", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "functions.stream.serve",
+            "--app",
+            "devtools.local_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self.process = start_process(command, self.env, self.port)
         # Listening is not enough: the channel subscription is made in the lifespan.
         wait_for(self.healthy, 30, what="the stream service to report healthy")
@@ -85,13 +95,13 @@ class StreamServer:
 
 
 @pytest.fixture(scope="module")
-def stack_settings(settings: Settings) -> Settings:
+def stack_settings(settings: StreamSettings) -> StreamSettings:
     """The suite's settings (topics created by tests/support/gcp_fixtures.py)."""
     return settings
 
 
 @pytest.fixture(scope="module")
-def ingest_push(emulators_session: EmulatorPair, stack_settings: Settings) -> Iterator[ServerProcess]:
+def ingest_push(emulators_session: EmulatorPair, stack_settings: StreamSettings) -> Iterator[ServerProcess]:
     """The ingest function behind a push subscription on the content topic, for this module only.
 
     Module-scoped (not the emulator suite's session fixtures) so no second
@@ -158,7 +168,7 @@ def user() -> str:
 class Worker:
     """Publishes content events to the content topic, as a content-generation worker does."""
 
-    def __init__(self, settings: Settings, user_id: str) -> None:
+    def __init__(self, settings: StreamSettings, user_id: str) -> None:
         self.settings = settings
         self.user_id = user_id
 
@@ -176,7 +186,7 @@ class Worker:
 
 
 @pytest.fixture
-def worker(stack_settings: Settings, user: str) -> Worker:
+def worker(stack_settings: StreamSettings, user: str) -> Worker:
     return Worker(stack_settings, user)
 
 

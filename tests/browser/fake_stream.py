@@ -118,7 +118,7 @@ class FakeStream:
             return HTMLResponse(PAGE)
 
         async def client_js(request: Request) -> Response:
-            return FileResponse(ROOT / "shared/web/client.js", media_type="text/javascript")
+            return FileResponse(ROOT / "functions/stream/web/client.js", media_type="text/javascript")
 
         async def history(request: Request) -> Response:
             token = request.headers.get("authorization", "").removeprefix("Bearer ")

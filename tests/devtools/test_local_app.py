@@ -13,11 +13,11 @@ import pytest
 from starlette.responses import PlainTextResponse
 
 from devtools.local_app import LocalRoutes
+from functions.stream.config import load_stream_settings
 from shared.backends import Backends, build_backends, set_backends
-from shared.config import load_settings
 from shared.tokens import mint_token
 
-SETTINGS = load_settings({"NOTIFICATIONS_BACKEND": "memory"})
+SETTINGS = load_stream_settings({"NOTIFICATIONS_BACKEND": "memory", "NOTIFICATIONS_LOCAL_MODE": "true"})
 
 
 async def stream_stand_in(scope: Any, receive: Any, send: Any) -> None:
@@ -62,9 +62,9 @@ def http() -> Client:
 
 
 def test_production_app_has_no_development_routes() -> None:
-    from shared.stream.app import create_app
+    from functions.stream.app import create_app
 
-    client = Client(create_app(load_settings({"DEMO_PAGE": "true"})))
+    client = Client(create_app(load_stream_settings({"DEMO_PAGE": "true", "NOTIFICATIONS_LOCAL_MODE": "true"})))
     for method, path in (("GET", "/demo/token"), ("POST", "/demo/publish"), ("GET", "/demo/local")):
         assert client.request(method, path).status_code in (404, 405), path
 

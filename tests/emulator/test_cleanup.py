@@ -20,10 +20,11 @@ import pytest
 from google.cloud import firestore, pubsub_v1
 
 from devtools.emulators import free_port
-from shared.cleanup import CleanupReport, run_cleanup
-from shared.cleanup_registry import SIGHTINGS
+from functions.cleanup.context import CleanupReport
+from functions.cleanup.registry_pass import SIGHTINGS
+from functions.cleanup.run import run_cleanup
+from shared.backends.pubsub_channel import ensure_topics, instance_subscription_id
 from shared.config import Settings, load_settings
-from shared.pubsub_channel import ensure_topics, instance_subscription_id
 from tests.conftest import EmulatorPair
 from tests.support.processes import start_function
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools import emulators as emulator_tools
+from functions.ingest.ingest import Outcome, PubsubMessage, ingest
 from shared.backends import Backends
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.memory import MemoryDeadLetters
+from shared.backends.pubsub_channel import PubSubChannel
 from shared.config import Settings, load_settings
 from shared.errors import BackendUnavailable
-from shared.firestore_store import FirestoreStore
-from shared.ingest import Outcome, PubsubMessage, ingest
-from shared.memory import MemoryDeadLetters
-from shared.pubsub_channel import PubSubChannel
 from tests.conftest import PROJECT
 from tests.support.events import valid_event
 from tests.support.pubsub import PullSubscription

@@ -11,11 +11,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions.ingest.ingest import Outcome, PubsubMessage, ingest
 from shared.backends import Backends
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters
 from shared.config import Settings
-from shared.firestore_store import FirestoreStore
-from shared.ingest import Outcome, PubsubMessage, ingest
-from shared.memory import MemoryChannel, MemoryDeadLetters
 from tests.support.events import valid_event
 
 metadata_values = st.recursive(

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from devtools import emulators as emulator_tools
+from shared.backends.pubsub_channel import PubSubChannel, ensure_topics
 from shared.channel import ChannelMessage
-from shared.pubsub_channel import PubSubChannel, ensure_topics
+from shared.ids import new_instance_id
 from tests.support.waiting import wait_for
 
 PROJECT = "resubscribe-project"
@@ -33,7 +34,7 @@ def test_subscription_survives_an_emulator_restart(private_pubsub: emulator_tool
     channel = PubSubChannel(PROJECT, TOPIC, timeout=3)
     received: list[int] = []
     gap = threading.Event()
-    subscription = channel.subscribe(lambda m: received.append(m.data["n"]), on_gap=gap.set)
+    subscription = channel.subscribe(new_instance_id(), lambda m: received.append(m.data["n"]), on_gap=gap.set)
     try:
         channel.publish(ChannelMessage("u1", "notification", {"n": 1}))
         wait_for(lambda: 1 in received, what="delivery before the outage")

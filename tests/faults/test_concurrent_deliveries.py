@@ -8,8 +8,8 @@ import uuid
 
 import httpx
 
+from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
-from shared.firestore_store import FirestoreStore
 from tests.support.events import valid_event
 from tests.support.processes import ServerProcess
 from tests.support.pubsub import PullSubscription, push_envelope

@@ -17,9 +17,9 @@ import pytest
 
 from devtools import emulators as emulator_tools
 from devtools.cli import publish_event
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from shared.firestore_store import FirestoreStore
-from shared.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.faults.conftest import new_user
 from tests.support.events import valid_event

@@ -217,7 +217,7 @@ def test_a_long_query_string_the_app_sees_gets_json(server: ServerProcess) -> No
 
 
 def test_a_request_head_over_64_kib_is_a_431_json_error(server: ServerProcess) -> None:
-    # httptools alone has no header-size limit; shared/stream/protocol.py bounds the head.
+    # httptools alone has no header-size limit; functions/stream/protocol.py bounds the head.
     response = httpx.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 100_000}, timeout=10)
     _json_error(response, 431, "request_header_too_large")
     many = {f"X-Header-{n}": "v" * 50 for n in range(1000)}  # ~66 KB of headers

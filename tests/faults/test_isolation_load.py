@@ -27,7 +27,7 @@ from bench.loadgen import StreamPool, raise_open_files_limit
 from shared.config import Settings
 from tests.conftest import EmulatorPair
 from tests.faults.conftest import new_user
-from tests.stream.conftest import start_stream_service, token_for
+from tests.stream.conftest import INJECT_APP, start_stream_service, token_for
 from tests.support.events import valid_event
 from tests.support.pubsub import PullSubscription
 
@@ -117,7 +117,7 @@ async def _memory_run(url: str, port: int) -> CheckingPool:
 
 def test_a_thousand_users_through_the_injection_hook_no_leak_no_loss() -> None:
     raise_open_files_limit()
-    server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory", "STREAM_BENCH_INJECT": "1"})
+    server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"}, app=INJECT_APP)
     try:
         pool = asyncio.run(_memory_run(server.url, server.port))
     finally:

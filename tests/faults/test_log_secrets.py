@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from devtools.cli import publish_event
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from shared.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.faults.conftest import new_user
 from tests.stream.conftest import start_stream_service, token_for, wait_stored

@@ -22,9 +22,9 @@ import pytest
 from google.cloud import pubsub_v1
 
 from devtools import emulators as emulator_tools
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from shared.firestore_store import FirestoreStore
-from shared.pubsub_channel import ensure_topics
 from tests.conftest import PROJECT, EmulatorPair
 from tests.faults.conftest import RetryingWorker, Tally, new_user
 from tests.stream.conftest import start_stream_service, token_for

@@ -25,12 +25,12 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
+from functions.ingest.ingest import Outcome, PubsubMessage, ingest
 from shared.backends import Backends
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.memory import MemoryDeadLetters
+from shared.backends.pubsub_channel import PubSubChannel, ensure_topics, instance_subscription_id
 from shared.config import Settings, load_settings
-from shared.firestore_store import FirestoreStore
-from shared.ingest import Outcome, PubsubMessage, ingest
-from shared.memory import MemoryDeadLetters
-from shared.pubsub_channel import PubSubChannel, ensure_topics, instance_subscription_id
 from tests.conftest import EmulatorPair
 from tests.faults.conftest import new_user
 from tests.stream.conftest import HEARTBEAT, start_stream_service, token_for

@@ -10,11 +10,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions.ingest.ingest import Outcome, PubsubMessage, ingest
 from shared.backends import Backends
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.config import load_settings
 from shared.events import EVENT_TYPES, MAX_MESSAGE, MAX_TITLE, parse_event
-from shared.ingest import Outcome, PubsubMessage, ingest
-from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 
 SETTINGS = load_settings({"NOTIFICATIONS_BACKEND": "memory"})
 

@@ -8,11 +8,11 @@ import json
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from shared.config import load_settings
+from functions.stream.config import load_stream_settings
 from shared.errors import AuthError
 from shared.tokens import mint_token, verify_token
 
-SETTINGS = load_settings({"JWT_SECRET": "fuzz-secret-0123456789abcdefghijklmnop"})
+SETTINGS = load_stream_settings({"JWT_SECRET": "fuzz-secret-0123456789abcdefghijklmnop"})
 VALID = mint_token("u1", SETTINGS, ttl_seconds=3600)
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.="
 

@@ -8,7 +8,7 @@ import uuid
 from google.cloud import pubsub_v1
 
 from ops.replay_dead_letters import main, replay, replay_body
-from shared.pubsub_channel import ensure_topics
+from shared.backends.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.support.pubsub import PullSubscription
 

@@ -1,19 +1,21 @@
-"""Functions that never verify tokens run on Google Cloud without the JWT secret."""
+"""Each component reads only its own settings: the functions that never verify tokens need no JWT secret."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, load_settings
+from functions.stream.config import load_stream_settings
+from shared.config import load_settings
+from shared.errors import ConfigError
 
 
-def test_functions_without_tokens_start_without_the_secret() -> None:
-    settings = load_settings({"K_SERVICE": "notifications-cleanup", "JWT_SECRET_REQUIRED": "false"})
+@pytest.mark.parametrize("service", ["notifications-ingest", "notifications-cleanup"])
+def test_functions_without_tokens_start_without_the_secret(service: str) -> None:
+    settings = load_settings({"K_SERVICE": service})
     assert settings.running_on_gcp is True
+    assert not hasattr(settings, "jwt_secret")
 
 
-def test_the_secret_is_still_required_by_default_and_the_flag_is_checked() -> None:
+def test_the_stream_service_fails_fast_naming_the_secret() -> None:
     with pytest.raises(ConfigError, match="JWT_SECRET"):
-        load_settings({"K_SERVICE": "notifications-stream"})
-    with pytest.raises(ConfigError, match="JWT_SECRET_REQUIRED"):
-        load_settings({"K_SERVICE": "notifications-stream", "JWT_SECRET_REQUIRED": "maybe"})
+        load_stream_settings({"K_SERVICE": "notifications-stream"})

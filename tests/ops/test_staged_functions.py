@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from devtools.emulators import free_port
+from shared.backends.firestore_store import FirestoreStore
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import load_settings
-from shared.firestore_store import FirestoreStore
-from shared.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.ops.conftest import FakeCloud
 from tests.support.events import valid_event
@@ -173,3 +173,60 @@ def test_the_procfile_runs_the_command_docs_stream_md_documents(staged: Path) ->
     documented = " ".join(block.replace("\\\n", " ").split())
     web = next(line for line in (staged / "stream" / "Procfile").read_text().splitlines() if line.startswith("web:"))
     assert " ".join(web[len("web:") :].split()) == documented
+
+
+# What each deployable must not ship or import: the others' server stacks.
+_STREAM_ONLY = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus_client")
+_FUNCTIONS_ONLY = ("flask", "functions_framework")
+_FORBIDDEN = {"ingest": _STREAM_ONLY, "cleanup": _STREAM_ONLY, "stream": _FUNCTIONS_ONLY}
+_ENTRY = {"ingest": "main", "cleanup": "main", "stream": "functions.stream.main"}
+_BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {forbidden!r}:
+            raise ImportError("staged component imported " + name)
+        return None
+sys.meta_path.insert(0, Block())
+import {entry}
+print("imported", len(sys.modules))
+"""
+
+
+@pytest.mark.parametrize("name", ["ingest", "cleanup", "stream"])
+def test_each_staged_component_imports_without_the_others_packages(
+    staged: Path, deployed_env: dict[str, dict[str, str]], name: str
+) -> None:
+    folder = staged / name
+    lines = (folder / "requirements.txt").read_text().lower().replace("-", "_").splitlines()
+    pins = {line.split("==")[0].split("[")[0].strip() for line in lines if line.strip()}
+    assert {"google_cloud_pubsub", "google_cloud_firestore"} <= pins
+    assert not pins & set(_FORBIDDEN[name]), f"{name} ships {pins & set(_FORBIDDEN[name])}"
+    assert not (folder / "functions" / ("stream" if name != "stream" else "ingest")).exists()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        **deployed_env[f"notifications-{name}"],
+        "JWT_SECRET": "a-staged-test-secret-of-enough-length-0123456789",
+    }
+    script = _BLOCKER.format(forbidden=set(_FORBIDDEN[name]), entry=_ENTRY[name])
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "imported" in done.stdout
+
+
+def test_the_import_blocker_would_catch_a_forbidden_import(staged: Path) -> None:
+    # The check above must be able to fail: the stream service does need Starlette.
+    script = _BLOCKER.format(forbidden={"starlette"}, entry="functions.stream.main")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=staged / "stream",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "staged component imported starlette" in done.stderr

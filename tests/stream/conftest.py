@@ -13,7 +13,8 @@ import pytest
 
 from devtools.cli import publish_event
 from devtools.emulators import free_port
-from shared.config import Settings, load_settings
+from functions.stream.config import load_stream_settings
+from shared.config import Settings
 from shared.tokens import mint_token
 from tests.conftest import EmulatorPair
 from tests.support.events import valid_event
@@ -22,6 +23,7 @@ from tests.support.pubsub import PullSubscription
 from tests.support.waiting import wait_for
 
 SECRET = "stream-test-secret-0123456789abcdefghij"
+INJECT_APP = "bench.inject_app:app"
 HEARTBEAT = 1.0
 BACKLOG = 8
 
@@ -38,10 +40,15 @@ BASE_ENV = {
 }
 
 
-def start_stream_service(env: dict[str, str], port: int | None = None) -> ServerProcess:
-    """The service exactly as deployed: ``python -m functions.stream.serve``."""
+def start_stream_service(env: dict[str, str], port: int | None = None, app: str | None = None) -> ServerProcess:
+    """The service with its production start command, ``python -m functions.stream.serve``.
+
+    ``app`` serves a wrapper instead of the production app (``bench.inject_app:app``).
+    """
     port = port or free_port()
     command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
+    if app is not None:
+        command += ["--app", app]
     full_env = {**os.environ, **BASE_ENV, **env, "PYTHONPATH": str(ROOT)}
     server = start_process(command, full_env, port)
     wait_for(lambda: _healthy(server), 30, what="stream service health")
@@ -56,7 +63,7 @@ def _healthy(server: ServerProcess) -> bool:
 
 
 def token_for(user: str, ttl: float = 600, **extra: Any) -> str:
-    return mint_token(user, load_settings({"JWT_SECRET": SECRET}), ttl_seconds=ttl, extra=extra or None)
+    return mint_token(user, load_stream_settings({"JWT_SECRET": SECRET}), ttl_seconds=ttl, extra=extra or None)
 
 
 @pytest.fixture(scope="package")

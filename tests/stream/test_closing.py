@@ -16,7 +16,7 @@ from google.cloud import firestore, pubsub_v1
 
 from shared.config import Settings
 from tests.conftest import EmulatorPair
-from tests.stream.conftest import start_stream_service, token_for
+from tests.stream.conftest import INJECT_APP, start_stream_service, token_for
 from tests.support.processes import ServerProcess
 from tests.support.sse import EventStream
 from tests.support.waiting import wait_for
@@ -42,7 +42,7 @@ def _metric(server: ServerProcess, name: str) -> float:
 def memory_server() -> Iterator[ServerProcess]:
     """The service on the embedded backends with the bench injection hook, as the benchmark runs it."""
     server = start_stream_service(
-        {"NOTIFICATIONS_BACKEND": "memory", "STREAM_BENCH_INJECT": "1", "SSE_SEND_QUEUE_SIZE": str(QUEUE)}
+        {"NOTIFICATIONS_BACKEND": "memory", "SSE_SEND_QUEUE_SIZE": str(QUEUE)}, app=INJECT_APP
     )
     yield server
     server.stop()

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
 from shared.events import ContentEvent
-from shared.firestore_store import FirestoreStore
 from shared.notification import build_notification
 from tests.stream.conftest import auth, token_for
 from tests.support.processes import ServerProcess

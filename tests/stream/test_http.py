@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
+from functions.stream.app import create_app
+from functions.stream.config import load_stream_settings
 from shared.backends import Backends
-from shared.config import load_settings
-from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
-from shared.stream.app import create_app
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 
 STREAM = "/api/v1/notifications/stream"
 AUDIENCE, ISSUER = "notifications", "https://issuer.example"
@@ -63,7 +63,7 @@ async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def rs256_client() -> AsyncIterator[httpx.AsyncClient]:
-    settings = load_settings(
+    settings = load_stream_settings(
         {
             "NOTIFICATIONS_BACKEND": "memory",
             "JWT_PUBLIC_KEY": PUBLIC_PEM,
@@ -176,7 +176,7 @@ async def test_unknown_paths_and_methods_are_json(rs256_client: httpx.AsyncClien
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     head = await rs256_client.head(STREAM, headers={"Authorization": f"Bearer {_rs256()}"})
     assert head.status_code == 405
-    # The bench hook exists only with STREAM_BENCH_INJECT=1.
+    # The bench's injection route is in bench.inject_app only, never in the production app.
     assert (await rs256_client.post("/internal/bench/inject", json=[])).status_code == 404
 
 
@@ -217,7 +217,9 @@ async def test_health_metrics_and_browser_files(rs256_client: httpx.AsyncClient)
 
 
 async def test_no_demo_page_when_it_is_off() -> None:
-    settings = load_settings({"NOTIFICATIONS_BACKEND": "memory", "DEMO_PAGE": "off"})
+    settings = load_stream_settings(
+        {"NOTIFICATIONS_BACKEND": "memory", "DEMO_PAGE": "off", "NOTIFICATIONS_LOCAL_MODE": "true"}
+    )
     async with serving(create_app(settings, _memory())) as client:
         assert (await client.get("/demo")).status_code == 404
         assert (await client.get("/demo/static/demo.js")).status_code == 404
@@ -236,7 +238,7 @@ async def test_unavailable_store_is_a_503_with_retry_after() -> None:
 
             raise BackendUnavailable("down")
 
-    settings = load_settings({"NOTIFICATIONS_BACKEND": "memory", "JWT_SECRET": "x" * 40})
+    settings = load_stream_settings({"NOTIFICATIONS_BACKEND": "memory", "JWT_SECRET": "x" * 40})
     backends = Backends(DownStore(), MemoryChannel(), MemoryDeadLetters())
     from shared.tokens import mint_token
 
@@ -251,7 +253,7 @@ async def test_unavailable_store_is_a_503_with_retry_after() -> None:
 
 
 async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
-    settings = load_settings(
+    settings = load_stream_settings(
         {
             "NOTIFICATIONS_BACKEND": "memory",
             "JWT_SECRET": "y" * 40,

@@ -1,4 +1,4 @@
-"""The bound on a request's head (shared/stream/protocol.py), on the service as deployed."""
+"""The bound on a request's head (functions/stream/protocol.py), on the service as deployed."""
 
 from __future__ import annotations
 

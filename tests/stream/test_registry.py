@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from google.cloud import firestore
 
+from shared.backends.firestore_registry import FirestoreRegistry
 from shared.config import Settings
 from shared.errors import BackendUnavailable
-from shared.stream.registry import FirestoreRegistry
 
 
 def test_concurrent_connects_never_exceed_the_limit(settings: Settings, new_user: Callable[[], str]) -> None:

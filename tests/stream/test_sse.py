@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from functions.stream import sse
+from functions.stream.hub import Hub, encode_message
+from functions.stream.session import RecentIds, StreamSession
+from shared.backends.memory import MemoryStore
 from shared.channel import ChannelMessage
 from shared.events import ContentEvent
-from shared.memory import MemoryStore
 from shared.notification import build_notification
-from shared.stream import sse
-from shared.stream.hub import Hub, encode_message
-from shared.stream.session import RecentIds, StreamSession
 from tests.support.sse import SSEParser
 
 ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=200)

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
+from functions.stream.config import load_stream_settings
+from functions.stream.metrics import LatencyWindow
+from functions.stream.service import StreamService
 from shared.backends import Backends
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.channel import ChannelMessage
-from shared.config import load_settings
-from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
-from shared.stream.metrics import LatencyWindow
-from shared.stream.service import StreamService
 
 pytestmark = pytest.mark.anyio
 
@@ -41,10 +41,12 @@ def test_latency_window_is_bounded() -> None:
 
 
 async def test_the_service_logs_stream_stats_periodically(caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings({"NOTIFICATIONS_BACKEND": "memory", "STREAM_STATS_INTERVAL": "0.1"})
+    settings = load_stream_settings(
+        {"NOTIFICATIONS_BACKEND": "memory", "STREAM_STATS_INTERVAL": "0.1", "NOTIFICATIONS_LOCAL_MODE": "true"}
+    )
     channel = MemoryChannel()
     service = StreamService(settings, Backends(MemoryStore(), channel, MemoryDeadLetters()))
-    caplog.set_level(logging.INFO, logger="shared.stream.service")
+    caplog.set_level(logging.INFO, logger="functions.stream.service")
     await service.start()
     try:
         channel.publish(ChannelMessage("u1", "notification", {"id": "0" * 24}, sent_at=time.time() - 0.25))

@@ -12,16 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.config import Settings, load_settings
-from shared.pubsub_channel import ensure_topics
+from functions.stream.config import StreamSettings, load_stream_settings
+from shared.backends.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.support.processes import ServerProcess, start_function
 from tests.support.pubsub import PullSubscription
 
 
 @pytest.fixture(scope="session")
-def settings(emulators_session: EmulatorPair) -> Settings:
-    settings = load_settings()
+def settings(emulators_session: EmulatorPair) -> StreamSettings:
+    settings = load_stream_settings()
     ensure_topics(
         settings.project_id,
         [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic],
@@ -30,7 +30,7 @@ def settings(emulators_session: EmulatorPair) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ingest_server(emulators_session: EmulatorPair, settings: Settings) -> Iterator[ServerProcess]:
+def ingest_server(emulators_session: EmulatorPair, settings: StreamSettings) -> Iterator[ServerProcess]:
     server = start_function(
         "functions/ingest/main.py", "ingest_content_event", {**emulators_session.env(), "BACKEND_TIMEOUT_SECONDS": "5"}
     )
@@ -39,7 +39,7 @@ def ingest_server(emulators_session: EmulatorPair, settings: Settings) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def push_subscription(settings: Settings, ingest_server: ServerProcess) -> Iterator[PullSubscription]:
+def push_subscription(settings: StreamSettings, ingest_server: ServerProcess) -> Iterator[PullSubscription]:
     """The trigger: content topic -> push -> functions-framework, as Eventarc wires it in the cloud."""
     endpoint = f"{ingest_server.url}/projects/{settings.project_id}/topics/{settings.content_events_topic}"
     subscription = PullSubscription(settings.project_id, settings.content_events_topic, push_endpoint=endpoint)
@@ -48,7 +48,7 @@ def push_subscription(settings: Settings, ingest_server: ServerProcess) -> Itera
 
 
 @pytest.fixture
-def channel_tap(settings: Settings) -> Iterator[PullSubscription]:
+def channel_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
     """Everything published on the live channel from now on."""
     subscription = PullSubscription(settings.project_id, settings.notifications_topic)
     yield subscription
@@ -56,7 +56,7 @@ def channel_tap(settings: Settings) -> Iterator[PullSubscription]:
 
 
 @pytest.fixture
-def dead_letter_tap(settings: Settings) -> Iterator[PullSubscription]:
+def dead_letter_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
     subscription = PullSubscription(settings.project_id, settings.dead_letter_topic)
     yield subscription
     subscription.delete()

@@ -1,11 +1,15 @@
 import pytest
 
-from shared.config import DEV_JWT_SECRET, load_settings
+from functions.stream.config import load_stream_settings
+from shared.config import load_settings
 from shared.errors import ConfigError
+from shared.tokens import DEV_JWT_SECRET
+
+LOCAL = {"NOTIFICATIONS_LOCAL_MODE": "true"}
 
 
 def test_defaults_work_for_a_local_run() -> None:
-    settings = load_settings({})
+    settings = load_stream_settings(LOCAL)
     assert settings.content_events_topic == "content-generation-events"
     assert settings.dead_letter_topic == "content-generation-events-dead-letter"
     assert settings.notifications_topic == "user-notifications"
@@ -37,24 +41,40 @@ def test_settings_are_frozen() -> None:
         ({"JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"JWT_PUBLIC_KEY": "not a pem"}, "JWT_PUBLIC_KEY"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"NOTIFICATIONS_LOCAL_MODE": "perhaps"}, "NOTIFICATIONS_LOCAL_MODE"),
     ],
 )
 def test_wrong_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        load_settings(env)
+        load_stream_settings({**LOCAL, **env})
 
 
-def test_production_refuses_the_development_secret() -> None:
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # a VM, GKE, plain Docker: nothing says "production", nothing says "local" either
+        {"K_SERVICE": "stream"},
+        {"JWT_SECRET": "   "},  # whitespace is no secret
+        {"K_SERVICE": "stream", "JWT_SECRET": " \t "},
+    ],
+)
+def test_the_stream_service_refuses_to_start_without_a_key_outside_local_mode(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="JWT_SECRET"):
-        load_settings({"K_SERVICE": "stream"})
-    settings = load_settings({"K_SERVICE": "stream", "JWT_SECRET": "a-real-secret-of-enough-length-0123456789"})
+        load_stream_settings(env)
+
+
+def test_only_local_mode_may_use_the_development_secret() -> None:
+    assert load_stream_settings(LOCAL).jwt_secret == DEV_JWT_SECRET
+    settings = load_stream_settings({"K_SERVICE": "stream", "JWT_SECRET": "a-real-secret-of-enough-length-0123456789"})
     assert settings.demo_page is False
     assert settings.jwt_secret != DEV_JWT_SECRET
+    assert not settings.uses_dev_secret
 
 
 def test_values_are_parsed() -> None:
-    settings = load_settings(
+    settings = load_stream_settings(
         {
+            **LOCAL,
             "SSE_HEARTBEAT_INTERVAL": "0.5",
             "CORS_ALLOWED_ORIGINS": "https://a.example, https://b.example",
             "DEMO_PAGE": "off",

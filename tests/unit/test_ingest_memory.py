@@ -5,12 +5,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from functions.ingest.ingest import Outcome, PubsubMessage, ingest, ingest_cloud_event
 from shared.backends import Backends
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.channel import ChannelMessage
 from shared.config import load_settings
 from shared.errors import BackendUnavailable
-from shared.ingest import Outcome, PubsubMessage, ingest, ingest_cloud_event
-from shared.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.notification import NewNotification, Notification
 from tests.support.events import MALFORMED, valid_event
 

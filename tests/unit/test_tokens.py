@@ -3,11 +3,11 @@ import time
 import jwt
 import pytest
 
-from shared.config import load_settings
+from functions.stream.config import load_stream_settings
 from shared.errors import AuthError
 from shared.tokens import mint_token, verify_token
 
-SETTINGS = load_settings({"JWT_SECRET": "unit-test-secret-0123456789abcdefghij"})
+SETTINGS = load_stream_settings({"JWT_SECRET": "unit-test-secret-0123456789abcdefghij"})
 OTHER_SECRET = "another-secret-0123456789abcdefghijkl"
 
 

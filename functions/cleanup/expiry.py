@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.cleanup import BATCH_SIZE, CleanupContext, backend
-from shared.cleanup_batch import delete_all, read_options
+from functions.cleanup.batch import delete_all, read_options
+from functions.cleanup.context import BATCH_SIZE, CleanupContext, backend
 
 # Collection group -> counter of the report. Notifications first: a key without
 # its notification is harmless, the reverse would let a late redelivery of an

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from functions.stream.http import ApiError, authenticate, json_body, unavailable
 from shared.channel import ChannelMessage, MessageType
 from shared.errors import BackendUnavailable
 from shared.ids import is_valid_id
 from shared.store import MAX_PAGE
-from shared.stream.http import ApiError, authenticate, json_body, unavailable
 
 if TYPE_CHECKING:
-    from shared.stream.service import StreamService
+    from functions.stream.service import StreamService
 
 logger = logging.getLogger(__name__)
 

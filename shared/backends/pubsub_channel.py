@@ -9,10 +9,7 @@ message (fan-out) and no process ever inherits messages another one leased.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent import futures
 from datetime import timedelta
@@ -43,11 +40,6 @@ def _transient(exc: BaseException) -> bool:
 
 def instance_subscription_id(instance_id: str) -> str:
     return f"{INSTANCE_SUBSCRIPTION_PREFIX}{instance_id}"
-
-
-def new_instance_id() -> str:
-    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:30].strip("-") or "host"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class PubSubChannel(Channel):
@@ -112,8 +104,13 @@ class PubSubChannel(Channel):
         except gexc.GoogleAPIError as exc:
             raise BackendUnavailable(f"Pub/Sub topic {self._topic_id} unavailable: {exc!r}") from exc
 
-    def subscribe(self, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
-        return InstanceSubscription(self, handler, on_gap, new_instance_id())
+    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
+        # The instance id names both the subscription and the registry record,
+        # so the cleanup function can delete the subscription of a dead instance.
+        return InstanceSubscription(self, handler, on_gap, instance_id)
+
+    def subscription_name(self, instance_id: str) -> str:
+        return f"projects/{self._project_id}/subscriptions/{instance_subscription_id(instance_id)}"
 
     def close(self) -> None:
         with self._lock:

@@ -12,15 +12,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
+from functions.stream import metrics, sse
+from functions.stream.session import StreamSession
 from shared.channel import ChannelMessage
 from shared.errors import BackendUnavailable
 from shared.notification import Notification
 from shared.store import NotificationStore
-from shared.stream import metrics, sse
-from shared.stream.session import StreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -138,15 +137,16 @@ class Hub:
             logger.error("channel inbox overflowed; streams replay from the store", extra={"limit": INBOX_LIMIT})
             self.replay_all()
 
-    def heartbeat(self) -> None:
-        """One tick: heartbeat the next slice (``heartbeat_slices`` ticks per interval)."""
+    def heartbeat(self) -> int:
+        """One tick: heartbeat the next slice (``heartbeat_slices`` ticks per interval); returns its streams."""
         group = self._slices[self._tick % self.heartbeat_slices]
         self._tick += 1
         if not group:
-            return
+            return 0
         encoded = sse.heartbeat()
         for session in list(group):
             session.heartbeat(encoded)
+        return len(group)
 
     def shutdown(self) -> None:
         """Announce ``shutdown`` on every stream; the endpoints then end them."""
@@ -224,6 +224,3 @@ class Hub:
             if session.end_replay() is not None:
                 return
             after_id = session.replay_from
-
-    def run_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        return self._loop.call_later(delay, callback)

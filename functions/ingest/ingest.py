@@ -12,7 +12,6 @@ import base64
 import binascii
 import enum
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,15 +41,6 @@ class PubsubMessage:
     attributes: dict[str, str] = field(default_factory=dict)
     message_id: str = ""
     publish_time: datetime | None = None
-
-
-@dataclass(frozen=True)
-class IngestTimings:
-    """Seconds spent in each step, for the benchmark's "where the time goes"."""
-
-    validate: float = 0.0
-    persist: float = 0.0
-    publish: float = 0.0
 
 
 def message_from_cloud_event(data: Any) -> PubsubMessage:
@@ -87,30 +77,25 @@ def ingest(
     settings: Settings,
     *,
     now: datetime | None = None,
-    timings: dict[str, float] | None = None,
 ) -> Outcome:
     """Process one delivery. Raises BackendUnavailable when Pub/Sub should redeliver."""
     now = now or datetime.now(UTC)
-    started = time.perf_counter()
     try:
         event = parse_event(message.data, message.attributes, message.message_id)
         new = build_notification(event, settings.notification_retention_days, now)
     except InvalidEventError as exc:
         _dead_letter(message, backends, str(exc))
         return Outcome.DEAD_LETTERED
-    validated = time.perf_counter()
     try:
         try:
             notification, created = backends.store.persist(new)
         except InvalidEventError as exc:
             _dead_letter(message, backends, str(exc))
             return Outcome.DEAD_LETTERED
-        persisted = time.perf_counter()
         # Published on redelivery too: the first attempt may have died between
         # persisting and publishing. A stream drops the duplicate by id.
         if notification is not None:
             backends.channel.publish(ChannelMessage(notification.user_id, "notification", notification.to_dict()))
-        published = time.perf_counter()
     except Exception as exc:
         # Transient failures (and bugs, which a redelivery may not fix) are retried
         # until the event is too old, then dead-lettered: nothing retries forever.
@@ -126,10 +111,6 @@ def ingest(
         else:
             logger.exception("unexpected failure; Pub/Sub will redeliver", extra={"message_id": message.message_id})
         raise
-    if timings is not None:
-        timings["validate"] = timings.get("validate", 0.0) + validated - started
-        timings["persist"] = timings.get("persist", 0.0) + persisted - validated
-        timings["publish"] = timings.get("publish", 0.0) + published - persisted
     logger.info(
         "notification stored" if created else "duplicate delivery",
         extra={

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from shared.channel import Channel, ChannelMessage, DeadLetterSink, GapHandler, MessageHandler, Subscription
 from shared.notification import NewNotification, Notification
+from shared.registry import ConnectionRegistry
 from shared.store import NotificationStore, Page
 
 
@@ -32,7 +33,7 @@ class MemoryChannel(Channel):
             for handler in handlers:
                 handler(message)
 
-    def subscribe(self, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
         with self._lock:
             self._next += 1
             self._handlers[self._next] = handler
@@ -126,3 +127,38 @@ class MemoryStore(NotificationStore):
 
     def ping(self) -> None:
         return None
+
+
+class MemoryRegistry(ConnectionRegistry):
+    """One process only (NOTIFICATIONS_BACKEND=memory)."""
+
+    def __init__(self, instance_id: str, limit: int, heartbeat_interval: float) -> None:
+        super().__init__(instance_id, limit, heartbeat_interval)
+        self._lock = threading.Lock()
+        self._live: dict[str, set[str]] = {}
+
+    def start(self, subscription: str) -> None:
+        return None
+
+    def heartbeat(self) -> None:
+        return None
+
+    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
+        with self._lock:
+            live = self._live.setdefault(user_id, set())
+            if len(live) >= self.limit:
+                return False
+            live.add(connection_id)
+            return True
+
+    def release(self, user_id: str, connection_id: str) -> None:
+        with self._lock:
+            live = self._live.get(user_id)
+            if live is not None:
+                live.discard(connection_id)
+                if not live:
+                    del self._live[user_id]
+
+    def stop(self) -> None:
+        with self._lock:
+            self._live.clear()

@@ -23,7 +23,7 @@ from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.backend_errors import unavailable_on_error
+from shared.backends.google_errors import unavailable_on_error
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.notification import NewNotification, Notification
 from shared.store import NotificationStore, Page

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from functions.stream import metrics, sse
+from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
+from functions.stream.session import RECENT_IDS, StreamSession
 from shared import ids
 from shared.errors import BackendUnavailable
 from shared.logs import reset_trace, set_trace
-from shared.stream import metrics, sse
-from shared.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
-from shared.stream.session import RECENT_IDS, StreamSession
 
 if TYPE_CHECKING:
-    from shared.stream.service import StreamService
+    from functions.stream.service import StreamService
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from shared.config import Settings
+from functions.stream.config import StreamSettings
 from shared.errors import AuthError
 from shared.tokens import Claims, verify_token
 
@@ -53,7 +53,7 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def authenticate(request: Request, settings: Settings) -> Claims:
+def authenticate(request: Request, settings: StreamSettings) -> Claims:
     try:
         return verify_token(bearer_token(request), settings)
     except AuthError as exc:

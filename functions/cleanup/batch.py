@@ -15,7 +15,7 @@ from typing import Any
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
-from shared.cleanup import BATCH_SIZE, CleanupContext, backend
+from functions.cleanup.context import BATCH_SIZE, CleanupContext, backend
 
 logger = logging.getLogger(__name__)
 

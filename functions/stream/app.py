@@ -20,22 +20,20 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from functions.stream.config import StreamSettings, get_stream_settings
+from functions.stream.endpoint import StreamEndpoint
+from functions.stream.history import History
+from functions.stream.http import ApiError, api_error_response, error_response
+from functions.stream.service import StreamService
 from shared.backends import Backends, get_backends
-from shared.channel import ChannelMessage
-from shared.config import Settings, get_settings
 from shared.logs import reset_trace, set_trace
-from shared.stream.endpoint import StreamEndpoint
-from shared.stream.history import History
-from shared.stream.http import ApiError, api_error_response, error_response
-from shared.stream.registry import ConnectionRegistry
-from shared.stream.service import StreamService
+from shared.registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(__file__).resolve().parent / "web"
 PREFIX = "/api/v1/notifications"
 STREAM_PATH = f"{PREFIX}/stream"
-MAX_INJECT_BYTES = 64 * 1024 * 1024
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -90,7 +88,7 @@ class TraceMiddleware:
             reset_trace(token)
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
+def _middleware(settings: StreamSettings) -> list[Middleware]:
     middleware = [Middleware(TraceMiddleware, project_id=settings.project_id)]
     if not settings.cors_allowed_origins:
         return middleware
@@ -107,22 +105,26 @@ def _middleware(settings: Settings) -> list[Middleware]:
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: StreamSettings | None = None,
     backends: Backends | None = None,
     registry: ConnectionRegistry | None = None,
 ) -> Starlette:
     """The stream service; backends and settings default to the process's (built lazily at startup)."""
-    settings = settings or get_settings()
-    holder: dict[str, StreamService] = {}
+    settings = settings or get_stream_settings()
+    # Both made per lifespan: an app object served twice (tests, a restarted
+    # server) must not keep answering with the first lifespan's stopped service.
+    services: list[StreamService] = []
+    endpoints: list[StreamEndpoint] = []
 
     def service() -> StreamService:
-        return holder["service"]
+        return services[0]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         chosen: Backends = backends if backends is not None else await asyncio.to_thread(get_backends)
         svc = StreamService(settings, chosen, registry)
-        holder["service"] = svc
+        services[:] = [svc]
+        endpoints[:] = [StreamEndpoint(svc)]
         app.state.service = svc
         await svc.start()
         try:
@@ -138,12 +140,8 @@ def create_app(
 
         return endpoint
 
-    endpoints: dict[str, StreamEndpoint] = {}
-
     def stream_endpoint() -> StreamEndpoint:
-        if "stream" not in endpoints:
-            endpoints["stream"] = StreamEndpoint(service())
-        return endpoints["stream"]
+        return endpoints[0]
 
     class Stream:
         """A raw ASGI endpoint (Starlette treats plain functions as request handlers)."""
@@ -170,22 +168,6 @@ def create_app(
     async def demo(request: Request) -> Response:
         return FileResponse(WEB_DIR / "demo.html", media_type="text/html")
 
-    async def inject(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_INJECT_BYTES:
-            raise ApiError(413, "payload_too_large", "injection batch too large")
-        messages = _decode_injected(body)
-        hub = service().hub
-        assert hub is not None
-
-        # The subscription's callback thread calls hub.receive; so does this, from a worker thread.
-        def deliver() -> None:
-            for message in messages:
-                hub.receive(message)
-
-        await asyncio.to_thread(deliver)
-        return JSONResponse({"accepted": len(messages)})
-
     routes: list[BaseRoute] = [
         Route(f"{PREFIX}/stream", Stream(), methods=["GET"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
@@ -202,9 +184,6 @@ def create_app(
             Route("/demo", demo, methods=["GET"]),
             Mount("/demo/static", StaticFiles(directory=WEB_DIR, check_dir=False)),
         ]
-    if settings.stream_bench_inject:
-        logger.warning("STREAM_BENCH_INJECT is on: POST /internal/bench/inject accepts channel messages")
-        routes.append(Route("/internal/bench/inject", inject, methods=["POST"]))
 
     return StreamServiceApp(
         stream_endpoint,
@@ -235,22 +214,3 @@ class StreamServiceApp(Starlette):
             await self._stream_endpoint()(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-def _decode_injected(body: bytes) -> list[ChannelMessage]:
-    import json
-
-    try:
-        items = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "bad_request", "body must be a JSON array of channel messages") from None
-    if not isinstance(items, list):
-        raise ApiError(400, "bad_request", "body must be a JSON array of channel messages")
-    messages = []
-    for item in items:
-        try:
-            # Through the same decoding as a Pub/Sub message.
-            messages.append(ChannelMessage.decode(json.dumps(item).encode()))
-        except (ValueError, TypeError):
-            raise ApiError(400, "bad_request", "not a channel message: {user_id, type, data, sent_at}") from None
-    return messages

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from functions.stream import metrics
+from functions.stream.config import StreamSettings
+from functions.stream.hub import Hub
+from functions.stream.session import StreamSession
 from shared.backends import Backends
 from shared.channel import Subscription
-from shared.config import Settings
 from shared.errors import BackendUnavailable
-from shared.pubsub_channel import instance_subscription_id, new_instance_id
-from shared.stream import metrics
-from shared.stream.hub import Hub
-from shared.stream.registry import ConnectionRegistry, FirestoreRegistry, MemoryRegistry
-from shared.stream.session import StreamSession
+from shared.ids import new_instance_id
+from shared.registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,6 @@ def untune_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
-def build_registry(settings: Settings, backends: Backends, instance_id: str) -> ConnectionRegistry:
-    from shared.firestore_store import FirestoreStore
-
-    limit, interval = settings.sse_max_connections_per_user, settings.sse_heartbeat_interval
-    if isinstance(backends.store, FirestoreStore):
-        return FirestoreRegistry(
-            backends.store.client, instance_id, limit, interval, timeout=settings.backend_timeout_seconds
-        )
-    return MemoryRegistry(instance_id, limit, interval)
-
-
 @dataclass
 class Health:
     status: str
@@ -86,11 +75,15 @@ class Health:
 
 
 class StreamService:
-    def __init__(self, settings: Settings, backends: Backends, registry: ConnectionRegistry | None = None) -> None:
+    def __init__(
+        self, settings: StreamSettings, backends: Backends, registry: ConnectionRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.backends = backends
         self.instance_id = registry.instance_id if registry is not None else new_instance_id()
-        self.registry = registry or build_registry(settings, backends, self.instance_id)
+        self.registry = registry or backends.registry(
+            self.instance_id, settings.sse_max_connections_per_user, settings.sse_heartbeat_interval
+        )
         self.hub: Hub | None = None
         self.subscription: Subscription | None = None
         self.registered = False
@@ -126,25 +119,10 @@ class StreamService:
             extra={"instance_id": self.instance_id, "backend": self.settings.backend},
         )
 
-    def _subscription_path(self) -> str:
-        from shared.pubsub_channel import PubSubChannel
-
-        if isinstance(self.backends.channel, PubSubChannel):
-            return f"projects/{self.settings.project_id}/subscriptions/{instance_subscription_id(self.instance_id)}"
-        return ""
-
     def _subscribe(self) -> None:
-        from shared.pubsub_channel import InstanceSubscription, PubSubChannel
-
         hub = self.hub
         assert hub is not None
-        channel = self.backends.channel
-        if isinstance(channel, PubSubChannel):
-            # The instance id names both the subscription and the registry record,
-            # so the cleanup function can delete the subscription of a dead instance.
-            self.subscription = InstanceSubscription(channel, hub.receive, hub.gap, self.instance_id)
-        else:
-            self.subscription = channel.subscribe(hub.receive, hub.gap)
+        self.subscription = self.backends.channel.subscribe(self.instance_id, hub.receive, hub.gap)
 
     async def _subscribe_until_done(self) -> None:
         attempt = 0
@@ -163,7 +141,7 @@ class StreamService:
 
     async def _register(self) -> None:
         try:
-            await asyncio.to_thread(self.registry.start, self._subscription_path())
+            await asyncio.to_thread(self.registry.start, self.backends.channel.subscription_name(self.instance_id))
             self.registered = True
         except BackendUnavailable as exc:
             logger.warning("instance registration failed; retrying", extra={"error": str(exc)})

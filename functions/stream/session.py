@@ -16,9 +16,9 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from functions.stream import metrics, sse
 from shared.channel import ChannelMessage
 from shared.ids import is_valid_id
-from shared.stream import metrics, sse
 
 # Ids of the notifications sent recently on a stream. Ids from concurrent ingest
 # instances may arrive slightly out of order, so "id <= last" is not a safe

@@ -1,8 +1,7 @@
 """The connection registry's leftovers: stale instances, their connections, orphan subscriptions.
 
-Layout (docs/firestore-layout.md):
-  stream_instances/{instance_id}  heartbeat_at, started_at, subscription, expire_at
-  connections/{user_id}           live: {connection_id: {instance, opened_at}}, instances: [...], updated_at
+The registry's layout, reads and pruning transaction are ``shared.backends.firestore_registry``'s;
+this module decides what to prune within the run's budget.
 
 An instance is *stale* when its ``heartbeat_at`` is older than SSE_CONNECTION_TIMEOUT
 and *missing* when it has no document.
@@ -31,25 +30,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.cleanup import BudgetSpent, CleanupContext, backend
-from shared.cleanup_batch import create_all, delete_all, read_options
-from shared.pubsub_channel import INSTANCE_SUBSCRIPTION_PREFIX, instance_subscription_id
+from functions.cleanup.batch import create_all, delete_all, read_options
+from functions.cleanup.context import BudgetSpent, CleanupContext, backend
+from shared.backends import firestore_registry as registry
+from shared.backends.firestore_registry import MISSING
+from shared.backends.pubsub_channel import INSTANCE_SUBSCRIPTION_PREFIX, instance_subscription_id
 
 logger = logging.getLogger(__name__)
 
-INSTANCES = "stream_instances"
-CONNECTIONS = "connections"
 SIGHTINGS = "cleanup_orphan_subscriptions"
 _PAGE = 100
 # Pass 2 looks at no more idle connection documents than this per run.
 _MAX_IDLE_SCAN = 2000
 _SIGHTING_RETENTION = timedelta(days=7)
 _LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
-
-FRESH, STALE, MISSING = "fresh", "stale", "missing"
 
 
 # --- pass 1: stale instances ------------------------------------------------
@@ -58,12 +53,7 @@ FRESH, STALE, MISSING = "fresh", "stale", "missing"
 def remove_stale_instances(ctx: CleanupContext) -> None:
     while True:
         ctx.budget.check()
-        query = (
-            ctx.firestore.collection(INSTANCES)
-            .where(filter=FieldFilter("heartbeat_at", "<", ctx.stale_before))
-            .order_by("heartbeat_at")
-            .limit(_PAGE)
-        )
+        query = registry.stale_instances_query(ctx.firestore, ctx.stale_before, _PAGE)
         with backend("query of stale instances"):
             stale = list(query.stream(**read_options(ctx)))
         if not stale:
@@ -91,12 +81,7 @@ def _clear_instance_connections(ctx: CleanupContext, instance_id: str) -> bool:
     """Remove the instance's entries from every connections document; False if some remain."""
     while True:
         ctx.budget.check()
-        query = (
-            ctx.firestore.collection(CONNECTIONS)
-            .where(filter=FieldFilter("instances", "array_contains", instance_id))
-            .limit(_PAGE)
-            .select([])
-        )
+        query = registry.connections_of_instance_query(ctx.firestore, instance_id, _PAGE)
         with backend("query of an instance's connections"):
             refs = [snapshot.reference for snapshot in query.stream(**read_options(ctx))]
         if not refs:
@@ -164,79 +149,19 @@ def delete_subscription(ctx: CleanupContext, path: str) -> bool:
 # --- connections: one transaction per document ---------------------------------
 
 
-def instance_states(ctx: CleanupContext, instance_ids: Iterable[str], transaction: Any = None) -> dict[str, str]:
-    ids = sorted(set(instance_ids))
-    if not ids:
-        return {}
-    refs = [ctx.firestore.collection(INSTANCES).document(i) for i in ids]
-    states = dict.fromkeys(ids, MISSING)
-    kwargs: dict[str, Any] = {"field_paths": ["heartbeat_at"]}
-    if transaction is not None:
-        kwargs["transaction"] = transaction
-    else:
-        kwargs.update(read_options(ctx))
-    for snapshot in ctx.firestore.get_all(refs, **kwargs):
-        if snapshot.exists:
-            heartbeat = (snapshot.to_dict() or {}).get("heartbeat_at")
-            fresh = isinstance(heartbeat, datetime) and heartbeat >= ctx.stale_before
-            states[snapshot.id] = FRESH if fresh else STALE
-    return states
-
-
-def entries_to_remove(live: dict[str, Any], states: dict[str, str], stale_before: datetime) -> list[str]:
-    """Connection ids whose instance is stale, or missing and opened before ``stale_before``.
-
-    A malformed entry (not a map, no instance) counts for nothing and goes too.
-    """
-    doomed = []
-    for connection_id, entry in live.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("instance"), str):
-            doomed.append(connection_id)
-            continue
-        state = states.get(entry["instance"], MISSING)
-        opened = entry.get("opened_at")
-        old = not isinstance(opened, datetime) or opened < stale_before
-        if state == STALE or (state == MISSING and old):
-            doomed.append(connection_id)
-    return doomed
+def instance_states(ctx: CleanupContext, instance_ids: Iterable[str]) -> dict[str, str]:
+    return registry.instance_states(ctx.firestore, instance_ids, ctx.stale_before, **read_options(ctx))
 
 
 _CONTENDED_ROUNDS = 6
 
 
 def prune_connections(ctx: CleanupContext, ref: Any) -> tuple[int, bool]:
-    """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty.
-
-    Returns the number of entries removed and whether the document changed (an
-    ``instances`` array out of step with ``live`` is repaired too, so a stale
-    instance never stays listed in a document without entries of it).
-    """
-
-    @firestore.transactional  # type: ignore[misc]
-    def prune(transaction: Any) -> tuple[int, bool]:
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            return 0, False
-        data = snapshot.to_dict() or {}
-        live = _live(data)
-        named = {e["instance"] for e in live.values() if _has_instance(e)}
-        states = instance_states(ctx, named, transaction)
-        doomed = entries_to_remove(live, states, ctx.stale_before)
-        kept = {cid: entry for cid, entry in live.items() if cid not in doomed}
-        instances = sorted({entry["instance"] for entry in kept.values()})
-        listed = data.get("instances")
-        if not kept:
-            transaction.delete(ref)
-            return len(doomed), True
-        if not doomed and isinstance(listed, list) and sorted(set(listed)) == instances:
-            return 0, False
-        transaction.update(ref, {"live": kept, "instances": instances, "updated_at": firestore.SERVER_TIMESTAMP})
-        return len(doomed), True
-
+    """Prune one ``connections/{user}`` document (see ``firestore_registry.prune_connections``)."""
     for attempt in range(_CONTENDED_ROUNDS):
         try:
             with backend("connection pruning"):
-                removed, changed = prune(ctx.firestore.transaction(max_attempts=5))
+                removed, changed = registry.prune_connections(ctx.firestore, ref, ctx.stale_before)
             break
         except ValueError:
             # The client gives up on a transaction aborted 5 times in a row (another
@@ -264,39 +189,25 @@ def remove_orphan_connections(ctx: CleanupContext) -> None:
     scanned = 0
     while scanned < _MAX_IDLE_SCAN:
         ctx.budget.check()
-        query = (
-            ctx.firestore.collection(CONNECTIONS)
-            .where(filter=FieldFilter("updated_at", "<", ctx.stale_before))
-            .order_by("updated_at")
-            .limit(_PAGE)
-        )
+        query = registry.idle_connections_query(ctx.firestore, ctx.stale_before, _PAGE)
         if cursor is not None:
             query = query.start_after(cursor)
         with backend("query of idle connections"):
             page = list(query.stream(**read_options(ctx)))
             if not page:
                 return
-            lives = {s.id: _live(s.to_dict() or {}) for s in page}
-            named = {e["instance"] for live in lives.values() for e in live.values() if _has_instance(e)}
+            lives = {s.id: registry.live_entries(s.to_dict() or {}) for s in page}
+            named = {e["instance"] for live in lives.values() for e in live.values() if registry.has_instance(e)}
             states = instance_states(ctx, named)
         for snapshot in page:
             live = lives[snapshot.id]
-            if not live or entries_to_remove(live, states, ctx.stale_before):
+            if not live or registry.entries_to_remove(live, states, ctx.stale_before):
                 ctx.budget.check()
                 prune_connections(ctx, snapshot.reference)
         scanned += len(page)
         cursor = page[-1]
         if len(page) < _PAGE:
             return
-
-
-def _live(data: dict[str, Any]) -> dict[str, Any]:
-    live = data.get("live")
-    return live if isinstance(live, dict) else {}
-
-
-def _has_instance(entry: object) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
 
 # --- pass 3: orphan subscriptions ----------------------------------------------------

@@ -11,7 +11,7 @@ One run does, in this order, as much as its time budget allows:
    instance is stale, or missing and opened longer than the timeout ago.
 3. ``stream-instance-*`` subscriptions of NOTIFICATIONS_TOPIC whose instance
    document is missing, once they have been seen missing for longer than the
-   timeout (see ``shared.cleanup_registry`` for why and how).
+   timeout (see ``functions.cleanup.registry_pass`` for why and how).
 4. Notifications and idempotency keys whose ``expire_at`` has passed (the TTL
    policy does the bulk; this is the backstop).
 
@@ -25,98 +25,17 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.backend_errors import unavailable_on_error
+from functions.cleanup import expiry, registry_pass
+from functions.cleanup.context import MAX_BUDGET_SECONDS, Budget, BudgetSpent, CleanupContext, CleanupReport
 from shared.config import Settings
-from shared.errors import BackendUnavailable, NotificationError
+from shared.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_SECONDS = 50.0
-# The function is deployed with --timeout=300; one backend call may overrun the
-# budget by its own deadline, so keep the cap well under the function's timeout.
-MAX_BUDGET_SECONDS = 240.0
-# BatchWrite accepts 500 writes per request; keep headroom.
-BATCH_SIZE = 400
-
-COUNTERS = ("instances", "connections", "notifications", "event_keys", "subscriptions")
-
-
-class BudgetSpent(NotificationError):
-    """The run's time budget is used up; what is left waits for the next run."""
-
-
-class Budget:
-    """A deadline on the monotonic clock, checked before every unit of work."""
-
-    def __init__(self, seconds: float, *, clock: Any = time.monotonic) -> None:
-        self._clock = clock
-        self.started = clock()
-        self.deadline = self.started + max(0.0, seconds)
-
-    def remaining(self) -> float:
-        return float(self.deadline - self._clock())
-
-    def elapsed(self) -> float:
-        return float(self._clock() - self.started)
-
-    def check(self) -> None:
-        """Raise BudgetSpent when no time is left for another step."""
-        if self.remaining() <= 0:
-            raise BudgetSpent("time budget spent")
-
-    def call_timeout(self, backend_timeout: float) -> float:
-        """Deadline of one backend call: the backend's, but never far beyond the budget."""
-        return max(1.0, min(backend_timeout, self.remaining()))
-
-
-@dataclass
-class CleanupReport:
-    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    complete: bool = False
-    elapsed_seconds: float = 0.0
-
-    def add(self, counter: str, n: int) -> None:
-        self.removed[counter] += n
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "removed": dict(self.removed),
-            "complete": self.complete,
-            "elapsed_seconds": round(self.elapsed_seconds, 3),
-        }
-
-
-@dataclass(frozen=True)
-class CleanupContext:
-    """What every pass needs: clients, settings, the run's clock and budget."""
-
-    firestore: Any  # google.cloud.firestore.Client
-    subscriber: Any  # google.cloud.pubsub_v1.SubscriberClient
-    settings: Settings
-    now: datetime
-    budget: Budget
-    report: CleanupReport
-
-    @property
-    def stale_before(self) -> datetime:
-        return self.now - timedelta(seconds=self.settings.sse_connection_timeout)
-
-    @property
-    def topic_path(self) -> str:
-        return f"projects/{self.settings.project_id}/topics/{self.settings.notifications_topic}"
-
-    def timeout(self) -> float:
-        return self.budget.call_timeout(self.settings.backend_timeout_seconds)
-
-
-def backend(what: str) -> AbstractContextManager[None]:
-    """Translate client errors into BackendUnavailable (503), naming the step."""
-    return unavailable_on_error(what)
 
 
 def parse_budget(raw: str | None) -> float:
@@ -145,18 +64,16 @@ def run_cleanup(
     Raises BackendUnavailable when Firestore or Pub/Sub fails; what was removed
     before that stays removed (every step is idempotent).
     """
-    from shared import cleanup_expiry, cleanup_registry
-
     budget = Budget(budget_seconds)
     report = CleanupReport()
     ctx = CleanupContext(firestore_client, subscriber, settings, now or datetime.now(UTC), budget, report)
     # Cheap, bounded passes first: a large backlog of expired notifications
     # (a TTL policy not active yet) must not starve the registry's cleanup.
     passes = (
-        ("stale instances", cleanup_registry.remove_stale_instances),
-        ("idle connections", cleanup_registry.remove_orphan_connections),
-        ("orphan subscriptions", cleanup_registry.remove_orphan_subscriptions),
-        ("expired notifications", cleanup_expiry.remove_expired),
+        ("stale instances", registry_pass.remove_stale_instances),
+        ("idle connections", registry_pass.remove_orphan_connections),
+        ("orphan subscriptions", registry_pass.remove_orphan_subscriptions),
+        ("expired notifications", expiry.remove_expired),
     )
     try:
         for name, step in passes:

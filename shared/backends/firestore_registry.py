@@ -1,6 +1,8 @@
-"""Live connections per user across instances, for SSE_MAX_CONNECTIONS_PER_USER.
+"""The connection registry on Firestore: its schema, its reads and writes, and its pruning.
 
-The Firestore layout is ``docs/firestore-layout.md`` ("Live connections"):
+The one module that knows the layout (``docs/firestore-layout.md``, "Live
+connections"); the stream service records streams through ``FirestoreRegistry``
+and the cleanup function prunes with the functions at the end.
 
 - ``stream_instances/{instance_id}``: ``heartbeat_at``, ``started_at``,
   ``subscription``, ``expire_at``; written at start and once per heartbeat
@@ -12,22 +14,23 @@ The Firestore layout is ``docs/firestore-layout.md`` ("Live connections"):
 An entry counts while its instance's heartbeat is newer than two heartbeat
 intervals; entries of dead instances are dropped by the next connect of that
 user, so a crashed instance stops counting without any cleanup.
-
-Every method is blocking (run it in a thread) and raises BackendUnavailable
-when the store cannot be reached.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.backends.google_errors import unavailable_on_error
 from shared.errors import BackendUnavailable
+from shared.registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -37,77 +40,32 @@ CONNECTIONS = "connections"
 # instance dies; a Firestore TTL policy on expire_at removes it (cleanup too).
 INSTANCE_EXPIRY = timedelta(days=1)
 
-
-class ConnectionRegistry(ABC):
-    """Counts each user's live streams across every instance of the service."""
-
-    def __init__(self, instance_id: str, limit: int, heartbeat_interval: float) -> None:
-        self.instance_id = instance_id
-        self.limit = limit
-        self.heartbeat_interval = heartbeat_interval
-
-    @abstractmethod
-    def start(self, subscription: str) -> None:
-        """Announce this instance (and the subscription it owns)."""
-
-    @abstractmethod
-    def heartbeat(self) -> None:
-        """Tell the other instances this one is alive; call once per heartbeat interval."""
-
-    @abstractmethod
-    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        """Record a new stream of ``user_id``; False when the user already has ``limit`` live streams.
-
-        ``abandoned`` set means the caller gave up waiting (and answered 503):
-        a later attempt of the transaction then stops instead of writing.
-        """
-
-    @abstractmethod
-    def release(self, user_id: str, connection_id: str) -> None:
-        """Forget a stream that ended (idempotent)."""
-
-    @abstractmethod
-    def stop(self) -> None:
-        """Clean shutdown: this instance's streams stop counting at once."""
+FRESH, STALE, MISSING = "fresh", "stale", "missing"
 
 
-class MemoryRegistry(ConnectionRegistry):
-    """One process only (NOTIFICATIONS_BACKEND=memory)."""
+def instance_document(heartbeat_at: datetime, started_at: datetime, subscription: str) -> dict[str, Any]:
+    """``stream_instances/{id}``: what an instance writes at start and on every heartbeat."""
+    return {
+        "heartbeat_at": heartbeat_at,
+        "started_at": started_at,
+        "subscription": subscription,
+        "expire_at": heartbeat_at + INSTANCE_EXPIRY,
+    }
 
-    def __init__(self, instance_id: str, limit: int, heartbeat_interval: float) -> None:
-        super().__init__(instance_id, limit, heartbeat_interval)
-        self._lock = threading.Lock()
-        self._live: dict[str, set[str]] = {}
 
-    def start(self, subscription: str) -> None:
-        return None
+def connections_document(live: dict[str, Any], updated_at: Any) -> dict[str, Any]:
+    """``connections/{user}``: the live entries and the instances they name, kept in step."""
+    instances = sorted({str(e["instance"]) for e in live.values() if has_instance(e)})
+    return {"live": live, "instances": instances, "updated_at": updated_at}
 
-    def heartbeat(self) -> None:
-        return None
 
-    def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        with self._lock:
-            live = self._live.setdefault(user_id, set())
-            if len(live) >= self.limit:
-                return False
-            live.add(connection_id)
-            return True
+def live_entries(data: dict[str, Any]) -> dict[str, Any]:
+    live = data.get("live")
+    return live if isinstance(live, dict) else {}
 
-    def release(self, user_id: str, connection_id: str) -> None:
-        with self._lock:
-            live = self._live.get(user_id)
-            if live is not None:
-                live.discard(connection_id)
-                if not live:
-                    del self._live[user_id]
 
-    def stop(self) -> None:
-        with self._lock:
-            self._live.clear()
-
-    def live_count(self, user_id: str) -> int:
-        with self._lock:
-            return len(self._live.get(user_id, ()))
+def has_instance(entry: object) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
 
 class _Abandoned(Exception):
@@ -121,8 +79,6 @@ TRANSACTION_ATTEMPTS = 10
 
 @contextmanager
 def _backend(what: str) -> Iterator[None]:
-    from shared.backend_errors import unavailable_on_error
-
     with unavailable_on_error(what, "Firestore"):
         try:
             yield
@@ -176,13 +132,7 @@ class FirestoreRegistry(ConnectionRegistry):
         self._started_at = now
         with _backend("instance start"):
             self._instance_ref(self.instance_id).set(
-                {
-                    "heartbeat_at": now,
-                    "started_at": now,
-                    "subscription": subscription,
-                    "expire_at": now + INSTANCE_EXPIRY,
-                },
-                timeout=self._timeout,
+                instance_document(now, now, subscription), timeout=self._timeout
             )
 
     def heartbeat(self) -> None:
@@ -191,13 +141,7 @@ class FirestoreRegistry(ConnectionRegistry):
             # The whole record each time: if cleanup removed it (heartbeats failed
             # for longer than SSE_CONNECTION_TIMEOUT) it comes back complete.
             self._instance_ref(self.instance_id).set(
-                {
-                    "heartbeat_at": now,
-                    "started_at": self._started_at or now,
-                    "subscription": self._subscription,
-                    "expire_at": now + INSTANCE_EXPIRY,
-                },
-                timeout=self._timeout,
+                instance_document(now, self._started_at or now, self._subscription), timeout=self._timeout
             )
 
     def _alive(self, transaction: Any, instance_ids: list[str], now: datetime) -> set[str]:
@@ -213,11 +157,9 @@ class FirestoreRegistry(ConnectionRegistry):
         return alive
 
     def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        from google.cloud import firestore
-
         ref = self._connections_ref(user_id)
 
-        @firestore.transactional  # type: ignore[untyped-decorator]
+        @firestore.transactional  # type: ignore[misc, untyped-decorator, unused-ignore]
         def attempt(transaction: Any) -> bool:
             if abandoned is not None and abandoned.is_set():
                 # Nobody waits for this connect any more: leave the document (and
@@ -240,14 +182,7 @@ class FirestoreRegistry(ConnectionRegistry):
             if len(kept) >= self.limit:
                 return False
             kept[connection_id] = {"instance": self.instance_id, "opened_at": now}
-            transaction.set(
-                ref,
-                {
-                    "live": kept,
-                    "instances": sorted({str(e["instance"]) for e in kept.values()}),
-                    "updated_at": now,
-                },
-            )
+            transaction.set(ref, connections_document(kept, now))
             return True
 
         # Known locally before the write, so a concurrent connect of the same user
@@ -267,11 +202,9 @@ class FirestoreRegistry(ConnectionRegistry):
         return accepted
 
     def release(self, user_id: str, connection_id: str) -> None:
-        from google.cloud import firestore
-
         ref = self._connections_ref(user_id)
 
-        @firestore.transactional  # type: ignore[untyped-decorator]
+        @firestore.transactional  # type: ignore[misc, untyped-decorator, unused-ignore]
         def attempt(transaction: Any) -> None:
             snapshot = ref.get(transaction=transaction)
             live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
@@ -280,8 +213,7 @@ class FirestoreRegistry(ConnectionRegistry):
             if not live:
                 transaction.delete(ref)
                 return
-            instances = sorted({str(e.get("instance")) for e in live.values() if isinstance(e, dict)})
-            transaction.set(ref, {"live": live, "instances": instances, "updated_at": datetime.now(UTC)})
+            transaction.set(ref, connections_document(live, datetime.now(UTC)))
 
         with self._local_lock:
             self._local.discard(connection_id)
@@ -291,3 +223,102 @@ class FirestoreRegistry(ConnectionRegistry):
     def stop(self) -> None:
         with _backend("instance stop"):
             self._instance_ref(self.instance_id).delete(timeout=self._timeout)
+
+
+# --- pruning: what the cleanup function calls ----------------------------------------
+
+
+def stale_instances_query(client: Any, stale_before: datetime, limit: int) -> Any:
+    return (
+        client.collection(INSTANCES)
+        .where(filter=FieldFilter("heartbeat_at", "<", stale_before))
+        .order_by("heartbeat_at")
+        .limit(limit)
+    )
+
+
+def connections_of_instance_query(client: Any, instance_id: str, limit: int) -> Any:
+    return (
+        client.collection(CONNECTIONS)
+        .where(filter=FieldFilter("instances", "array_contains", instance_id))
+        .limit(limit)
+        .select([])
+    )
+
+
+def idle_connections_query(client: Any, stale_before: datetime, limit: int) -> Any:
+    return (
+        client.collection(CONNECTIONS)
+        .where(filter=FieldFilter("updated_at", "<", stale_before))
+        .order_by("updated_at")
+        .limit(limit)
+    )
+
+
+def instance_states(
+    client: Any, instance_ids: Iterable[str], stale_before: datetime, **read: Any
+) -> dict[str, str]:
+    """FRESH, STALE or MISSING for each instance id; ``read``: transaction= or retry=/timeout=."""
+    ids = sorted(set(instance_ids))
+    if not ids:
+        return {}
+    refs = [client.collection(INSTANCES).document(i) for i in ids]
+    states = dict.fromkeys(ids, MISSING)
+    for snapshot in client.get_all(refs, field_paths=["heartbeat_at"], **read):
+        if snapshot.exists:
+            heartbeat = (snapshot.to_dict() or {}).get("heartbeat_at")
+            fresh = isinstance(heartbeat, datetime) and heartbeat >= stale_before
+            states[snapshot.id] = FRESH if fresh else STALE
+    return states
+
+
+def entries_to_remove(live: dict[str, Any], states: dict[str, str], stale_before: datetime) -> list[str]:
+    """Connection ids whose instance is stale, or missing and opened before ``stale_before``.
+
+    A malformed entry (not a map, no instance) counts for nothing and goes too.
+    """
+    doomed = []
+    for connection_id, entry in live.items():
+        if not has_instance(entry):
+            doomed.append(connection_id)
+            continue
+        state = states.get(entry["instance"], MISSING)
+        opened = entry.get("opened_at")
+        old = not isinstance(opened, datetime) or opened < stale_before
+        if state == STALE or (state == MISSING and old):
+            doomed.append(connection_id)
+    return doomed
+
+
+def prune_connections(client: Any, ref: Any, stale_before: datetime, *, max_attempts: int = 5) -> tuple[int, bool]:
+    """In one transaction: drop the dead entries of ``connections/{user}``; delete it when empty.
+
+    Returns the number of entries removed and whether the document changed (an
+    ``instances`` array out of step with ``live`` is repaired too, so a stale
+    instance never stays listed in a document without entries of it). Raises
+    ValueError when the transaction stayed contended for ``max_attempts``.
+    """
+
+    @firestore.transactional  # type: ignore[misc, untyped-decorator, unused-ignore]
+    def prune(transaction: Any) -> tuple[int, bool]:
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            return 0, False
+        data = snapshot.to_dict() or {}
+        live = live_entries(data)
+        named = {e["instance"] for e in live.values() if has_instance(e)}
+        states = instance_states(client, named, stale_before, transaction=transaction)
+        doomed = entries_to_remove(live, states, stale_before)
+        kept = {cid: entry for cid, entry in live.items() if cid not in doomed}
+        listed = data.get("instances")
+        if not kept:
+            transaction.delete(ref)
+            return len(doomed), True
+        document = connections_document(kept, firestore.SERVER_TIMESTAMP)
+        if not doomed and isinstance(listed, list) and sorted(set(listed)) == document["instances"]:
+            return 0, False
+        transaction.update(ref, document)
+        return len(doomed), True
+
+    removed, changed = prune(client.transaction(max_attempts=max_attempts))
+    return int(removed), bool(changed)

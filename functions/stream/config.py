@@ -1,0 +1,47 @@
+"""The stream service's settings: the common ones, token verification, and its own SSE_* knobs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import Settings, common_fields, flag, integer, loaded_once, number, running_on_gcp
+from shared.tokens import TokenSettings, token_fields
+
+
+@dataclass(frozen=True)
+class StreamSettings(Settings, TokenSettings):
+    sse_heartbeat_interval: float = 30.0
+    sse_max_connections_per_user: int = 3
+    sse_max_backlog_messages: int = 100
+    sse_max_stream_seconds: float = 3300.0
+    sse_retry_ms: int = 3000
+    sse_send_queue_size: int = 256
+    cors_allowed_origins: tuple[str, ...] = ()
+    demo_page: bool = False
+    stream_stats_interval: float = 60.0
+
+
+def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
+    """Read every setting of the stream service from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    origins = tuple(o.strip() for o in env.get("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip())
+    return StreamSettings(
+        **common_fields(env),
+        **token_fields(env),
+        sse_heartbeat_interval=number(env, "SSE_HEARTBEAT_INTERVAL", 30.0, minimum=0.05, maximum=3600),
+        sse_max_connections_per_user=integer(env, "SSE_MAX_CONNECTIONS_PER_USER", 3, minimum=1, maximum=1000),
+        sse_max_backlog_messages=integer(env, "SSE_MAX_BACKLOG_MESSAGES", 100, minimum=1, maximum=1000),
+        sse_max_stream_seconds=number(env, "SSE_MAX_STREAM_SECONDS", 3300.0, minimum=1, maximum=86400),
+        sse_retry_ms=integer(env, "SSE_RETRY_MS", 3000, minimum=0, maximum=600_000),
+        sse_send_queue_size=integer(env, "SSE_SEND_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
+        cors_allowed_origins=origins,
+        demo_page=flag(env, "DEMO_PAGE", not running_on_gcp(env)),
+        stream_stats_interval=number(env, "STREAM_STATS_INTERVAL", 60.0, minimum=0.05, maximum=3600),
+    )
+
+
+def get_stream_settings() -> StreamSettings:
+    """The process's stream settings, read on first use and kept."""
+    return loaded_once(load_stream_settings)
