@@ -169,6 +169,14 @@ project_role() {  # project_role SA_EMAIL ROLE
   g projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$1" --role="$2" --condition=None
 }
 
+inbox_publisher() {  # inbox_publisher SA_EMAIL: publish to the stream instances' inbox topics, nothing else
+  # The inboxes come and go with the instances, so the grant is on the project,
+  # conditioned on the topic name (IAM conditions on Pub/Sub resource names).
+  local expression="resource.name.startsWith(\"projects/$PROJECT/topics/stream-instance-\")"
+  g projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$1" --role=roles/pubsub.publisher \
+    --condition="expression=$expression,title=stream-instance-inboxes"
+}
+
 topic_role() {  # topic_role TOPIC SA_EMAIL ROLE
   g pubsub topics add-iam-policy-binding "$1" --member="serviceAccount:$2" --role="$3"
 }
@@ -277,22 +285,25 @@ deploy_infra() {
   ensure_sa notif-stream "Notifications: stream service"
   ensure_sa notif-cleanup "Notifications: cleanup function"
   ensure_sa notif-scheduler "Notifications: Cloud Scheduler caller of cleanup"
-  # Narrower than roles/pubsub.editor: only what each needs on subscriptions.
-  ensure_role "$STREAM_ROLE" "Notifications stream: own instance subscriptions" \
-    pubsub.subscriptions.create,pubsub.subscriptions.delete,pubsub.subscriptions.get,pubsub.subscriptions.consume
-  ensure_role "$CLEANUP_ROLE" "Notifications cleanup: remove orphan subscriptions" \
-    pubsub.subscriptions.list,pubsub.subscriptions.get,pubsub.subscriptions.delete
+  # Narrower than roles/pubsub.editor: only what each needs on subscriptions and
+  # on the stream instances' inbox topics (stream-instance-*, see docs/stream.md "Routing").
+  ensure_role "$STREAM_ROLE" "Notifications stream: own instance inbox and subscriptions" \
+    pubsub.subscriptions.create,pubsub.subscriptions.delete,pubsub.subscriptions.get,pubsub.subscriptions.consume,pubsub.topics.create,pubsub.topics.delete,pubsub.topics.attachSubscription
+  ensure_role "$CLEANUP_ROLE" "Notifications cleanup: remove orphan subscriptions and inboxes" \
+    pubsub.subscriptions.list,pubsub.subscriptions.get,pubsub.subscriptions.delete,pubsub.topics.list,pubsub.topics.delete
 
   # ingest: reads and writes notifications; publishes the live channel and dead letters.
   project_role "$INGEST_SA" roles/datastore.user
   topic_role "$NOTIFICATIONS_TOPIC" "$INGEST_SA" roles/pubsub.publisher
   topic_role "$DEAD_LETTER_TOPIC" "$INGEST_SA" roles/pubsub.publisher
+  inbox_publisher "$INGEST_SA"
   # stream: notifications + connection registry; its own subscription on the channel; announces changes.
   project_role "$STREAM_SA" roles/datastore.user
   project_role "$STREAM_SA" "projects/$PROJECT/roles/$STREAM_ROLE"
   topic_role "$NOTIFICATIONS_TOPIC" "$STREAM_SA" roles/pubsub.subscriber
   topic_role "$NOTIFICATIONS_TOPIC" "$STREAM_SA" roles/pubsub.publisher
   topic_role "$NOTIFICATIONS_TOPIC" "$STREAM_SA" roles/pubsub.viewer
+  inbox_publisher "$STREAM_SA"
   g secrets add-iam-policy-binding "$SECRET_NAME" --member="serviceAccount:$STREAM_SA" \
     --role=roles/secretmanager.secretAccessor
   # cleanup: deletes registry documents and expired notifications; lists and deletes orphan subscriptions.

@@ -68,12 +68,8 @@ class InjectRoute:
             return _error(400, "bad_request", str(exc))
         hub = self.stream_app.state.service.hub
 
-        # The subscription's callback thread calls hub.receive; so does this, from a worker thread.
-        def deliver() -> None:
-            for message in messages:
-                hub.receive(message)
-
-        await asyncio.to_thread(deliver)
+        # The subscription's pull thread calls hub.receive; so does this, from a worker thread.
+        await asyncio.to_thread(hub.receive, messages)
         return JSONResponse({"accepted": len(messages)})
 
 

@@ -60,6 +60,7 @@ class Stream:
     duplicates: int = 0
     events: int = 0  # every SSE event, heartbeats included
     heartbeats: int = 0
+    closing_reason: str | None = None  # the reason of the stream.closing event, if one came
 
 
 class StreamPool:
@@ -284,6 +285,11 @@ class SseProtocol(asyncio.Protocol):
                 stream.heartbeats += 1
             elif event in (b"notification", b"message"):
                 self.pool.on_notification(stream, b"\n".join(data_lines), now)
+            elif event == b"stream.closing":
+                try:
+                    stream.closing_reason = str(json.loads(b"\n".join(data_lines))["reason"])
+                except (ValueError, KeyError, TypeError):
+                    stream.closing_reason = "unreadable"
 
 
 class LoopLag:

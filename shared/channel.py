@@ -3,7 +3,13 @@
 A message published on ``notifications:channel:{user_id}`` reaches every stream
 of that user connected at that moment and no stream of any other user. The
 envelope names what happened (a new notification, or a change to some) so one
-subscription per process carries everything a browser needs to stay in step.
+subscription per stream instance carries everything a browser needs.
+
+Like Redis, delivery is routed: ``publish_many`` asks the router (the connection
+registry) which stream instances hold each user's streams and sends each message
+to those instances only; a user with no open stream costs no message. A
+broadcast goes to every instance, and so does everything when the router cannot
+answer (sending to all is the fallback, never dropping).
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.errors import BackendUnavailable
 
 CHANNEL_PREFIX = "notifications:channel:"
+# The routing target that reaches every stream instance.
+ALL_INSTANCES = "*"
 
 MessageType = Literal["notification", "notification.updated", "notification.deleted"]
 MESSAGE_TYPES: frozenset[str] = frozenset({"notification", "notification.updated", "notification.deleted"})
@@ -45,15 +53,18 @@ class ChannelMessage:
     data: dict[str, Any]
     # Wall-clock time of publishing, so a receiver can measure fan-out latency.
     sent_at: float = field(default_factory=time.time)
+    # For every open stream of every user (SPEC section 9); ``user_id`` is then only an ordering key.
+    broadcast: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
+        body: dict[str, Any] = {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at}
+        if self.broadcast:
+            body["broadcast"] = True
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def attributes(self) -> dict[str, str]:
+        if self.broadcast:
+            return {"channel": channel_name(ALL_INSTANCES), "broadcast": "true", "type": self.type}
         return {"channel": channel_name(self.user_id), "user_id": self.user_id, "type": self.type}
 
     @classmethod
@@ -76,19 +87,46 @@ class ChannelMessage:
             type=body["type"],
             data=body["data"],
             sent_at=float(sent_at) if isinstance(sent_at, int | float) else time.time(),
+            broadcast=body.get("broadcast") is True,
         )
 
 
-MessageHandler = Callable[[ChannelMessage], None]
+# Receives the messages of one delivery from the channel, in order, on the channel's thread.
+BatchHandler = Callable[[Sequence[ChannelMessage]], None]
 GapHandler = Callable[[], None]
+# user ids -> the stream instances holding each one's streams (users without any may be left out);
+# raises BackendUnavailable when it cannot tell.
+Router = Callable[[Collection[str]], Mapping[str, Collection[str]]]
+
+
+def route(messages: Sequence[ChannelMessage], router: Router | None) -> dict[str, list[ChannelMessage]]:
+    """Which messages go to which stream instance (``ALL_INSTANCES``: to every one)."""
+    if router is None:
+        return {ALL_INSTANCES: list(messages)} if messages else {}
+    users = {m.user_id for m in messages if not m.broadcast}
+    try:
+        where = router(users) if users else {}
+    except BackendUnavailable as exc:
+        logger.warning("connection registry unreadable; publishing to every instance", extra={"error": str(exc)})
+        return {ALL_INSTANCES: list(messages)}
+    targets: dict[str, list[ChannelMessage]] = {}
+    for message in messages:
+        instances = (ALL_INSTANCES,) if message.broadcast else where.get(message.user_id, ())
+        for instance in instances:
+            targets.setdefault(instance, []).append(message)
+    return targets
 
 
 class Subscription(ABC):
-    """A process's subscription to every user's channel."""
+    """A stream instance's subscription: its users' messages and the broadcasts."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Stop receiving and release what the subscription holds (idempotent)."""
+    def close(self, deadline: float | None = None) -> None:
+        """Stop receiving and release what the subscription holds (idempotent).
+
+        ``deadline`` (``time.monotonic()``) bounds the backend calls this makes:
+        at shutdown a backend that is slow or gone must not hold the process.
+        """
 
     @property
     @abstractmethod
@@ -99,15 +137,29 @@ class Subscription(ABC):
 
 
 class Channel(ABC):
-    """Publishes to users' channels and subscribes a process to all of them."""
+    """Publishes to users' channels and subscribes a stream instance to its users' messages."""
 
-    @abstractmethod
+    def __init__(self, router: Router | None = None) -> None:
+        self.router = router
+
     def publish_many(self, messages: Iterable[ChannelMessage]) -> None:
-        """Publish every message, or raise BackendUnavailable."""
+        """Publish every message to the instances that hold its user's streams, or raise BackendUnavailable."""
+        failure: BackendUnavailable | None = None
+        for target, batch in route(list(messages), self.router).items():
+            try:
+                self.send(target, batch)
+            except BackendUnavailable as exc:
+                failure = failure or exc  # the other instances still get theirs
+        if failure is not None:
+            raise failure
 
     @abstractmethod
-    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
-        """Deliver every message published from now on to ``handler``.
+    def send(self, target: str, messages: Sequence[ChannelMessage]) -> None:
+        """Send ``messages`` to one stream instance (``ALL_INSTANCES``: every one), or raise BackendUnavailable."""
+
+    @abstractmethod
+    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+        """Deliver to ``handler`` every message sent from now on to ``instance_id`` or to every instance.
 
         ``instance_id`` names the stream instance that holds the subscription
         (the registry names the same instance). ``on_gap`` is called when

@@ -25,7 +25,7 @@ MAX_BUDGET_SECONDS = 240.0
 # BatchWrite accepts 500 writes per request; keep headroom.
 BATCH_SIZE = 400
 
-COUNTERS = ("instances", "connections", "notifications", "event_keys", "subscriptions")
+COUNTERS = ("instances", "connections", "notifications", "event_keys", "subscriptions", "topics")
 
 
 class BudgetSpent(NotificationError):
@@ -79,6 +79,7 @@ class CleanupContext:
 
     firestore: Any  # google.cloud.firestore.Client
     subscriber: Any  # google.cloud.pubsub_v1.SubscriberClient
+    publisher: Any  # google.cloud.pubsub_v1.PublisherClient (stream instances' inbox topics)
     settings: Settings
     now: datetime
     budget: Budget

@@ -35,7 +35,12 @@ from functions.cleanup.batch import create_all, delete_all, read_options
 from functions.cleanup.context import BudgetSpent, CleanupContext, backend
 from shared.backends import firestore_registry as registry
 from shared.backends.firestore_registry import MISSING
-from shared.backends.pubsub_channel import INSTANCE_SUBSCRIPTION_PREFIX, instance_subscription_id
+from shared.backends.pubsub_channel import (
+    broadcast_subscription_id,
+    instance_of,
+    instance_subscription_id,
+    instance_topic_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,44 +111,54 @@ def _delete_instances(ctx: CleanupContext, snapshots: list[Any]) -> int:
     # Only if unchanged since read: an instance that heartbeated meanwhile stays.
     items = [(s.reference, ctx.firestore.write_option(last_update_time=s.update_time)) for s in snapshots]
     results = delete_all(ctx, items, "delete of stale instances")
-    deleted = 0
-    for snapshot, ok in zip(snapshots, results, strict=True):
-        if not ok:
-            continue
-        deleted += 1
-        path = _subscription_path(ctx, snapshot.id, (snapshot.to_dict() or {}).get("subscription"))
-        if delete_subscription(ctx, path):
-            ctx.report.add("subscriptions", 1)
+    gone = [snapshot.id for snapshot, ok in zip(snapshots, results, strict=True) if ok]
+    deleted = len(gone)
     ctx.report.add("instances", deleted)
+    for instance_id in gone:
+        # Not cut short by the budget: with its document gone, an instance's
+        # channel resources would otherwise wait for the orphan pass's grace period.
+        delete_channel_resources(ctx, instance_id, instance_resources(ctx, instance_id), check_budget=False)
     if deleted:
         logger.info("removed stale stream instances", extra={"instances": deleted})
     return deleted
 
 
-def _subscription_path(ctx: CleanupContext, instance_id: str, named: object) -> str:
-    prefix = f"projects/{ctx.settings.project_id}/subscriptions/{INSTANCE_SUBSCRIPTION_PREFIX}"
-    # Never delete a subscription outside this project's instance subscriptions, whatever a document says.
-    if isinstance(named, str) and named.startswith(prefix) and "/" not in named[len(prefix) :]:
-        return named
-    return f"projects/{ctx.settings.project_id}/subscriptions/{instance_subscription_id(instance_id)}"
+def instance_resources(ctx: CleanupContext, instance_id: str) -> list[str]:
+    """The paths of an instance's channel resources: its two subscriptions, then its inbox topic."""
+    project = ctx.settings.project_id
+    return [
+        f"projects/{project}/subscriptions/{instance_subscription_id(instance_id)}",
+        f"projects/{project}/subscriptions/{broadcast_subscription_id(instance_id)}",
+        f"projects/{project}/topics/{instance_topic_id(instance_id)}",
+    ]
 
 
-def delete_subscription(ctx: CleanupContext, path: str) -> bool:
-    """Delete one subscription; False when it was already gone or could not be deleted now."""
-    try:
-        ctx.subscriber.delete_subscription(request={"subscription": path}, timeout=ctx.timeout())
-    except gexc.NotFound:
-        return False
-    except gexc.GoogleAPIError as exc:
-        logger.warning(
-            "could not delete a stream-instance subscription", extra={"subscription": path, "error": repr(exc)}
-        )
-        # Its instance document is gone now: make the orphan pass remove it without the grace period.
-        ref = ctx.firestore.collection(SIGHTINGS).document(path.rsplit("/", 1)[-1])
-        with backend("record of an undeleted subscription"):
-            ref.set(_sighting(ctx, path, _LONG_AGO), timeout=ctx.timeout())
-        return False
-    return True
+def delete_channel_resources(
+    ctx: CleanupContext, instance_id: str, paths: list[str], *, check_budget: bool = True
+) -> None:
+    """Delete an instance's subscriptions and inbox topic; what fails is left for the next run without grace."""
+    failed = False
+    for path in paths:
+        if check_budget:
+            ctx.budget.check()
+        is_topic = "/topics/" in path
+        try:
+            if is_topic:
+                ctx.publisher.delete_topic(request={"topic": path}, timeout=ctx.timeout())
+            else:
+                ctx.subscriber.delete_subscription(request={"subscription": path}, timeout=ctx.timeout())
+        except gexc.NotFound:
+            continue
+        except gexc.GoogleAPIError as exc:
+            failed = True
+            logger.warning("could not delete a stream-instance resource", extra={"resource": path, "error": repr(exc)})
+            continue
+        ctx.report.add("topics" if is_topic else "subscriptions", 1)
+    if failed:
+        # Its instance document is gone now: make the orphan pass remove the rest without the grace period.
+        ref = ctx.firestore.collection(SIGHTINGS).document(instance_subscription_id(instance_id))
+        with backend("record of undeleted channel resources"):
+            ref.set(_sighting(ctx, instance_id, _LONG_AGO), timeout=ctx.timeout())
 
 
 # --- connections: one transaction per document ---------------------------------
@@ -213,34 +228,35 @@ def remove_orphan_connections(ctx: CleanupContext) -> None:
 # --- pass 3: orphan subscriptions ----------------------------------------------------
 
 
-def _sighting(ctx: CleanupContext, path: str, missing_since: datetime) -> dict[str, Any]:
-    return {"subscription": path, "missing_since": missing_since, "expire_at": ctx.now + _SIGHTING_RETENTION}
+def _sighting(ctx: CleanupContext, instance_id: str, missing_since: datetime) -> dict[str, Any]:
+    return {"instance": instance_id, "missing_since": missing_since, "expire_at": ctx.now + _SIGHTING_RETENTION}
 
 
 def remove_orphan_subscriptions(ctx: CleanupContext) -> None:
+    """Subscriptions and inbox topics of instances that have no document (see the module's docstring)."""
     ctx.budget.check()
-    prefix = f"projects/{ctx.settings.project_id}/subscriptions/{INSTANCE_SUBSCRIPTION_PREFIX}"
-    with backend("list of subscriptions"):
-        paths = [
-            sub.name
-            for sub in ctx.subscriber.list_subscriptions(
-                request={"project": f"projects/{ctx.settings.project_id}"}, timeout=ctx.timeout()
-            )
-            if sub.topic == ctx.topic_path and sub.name.startswith(prefix)
-        ]
-    for start in range(0, len(paths), _PAGE):
+    project = f"projects/{ctx.settings.project_id}"
+    by_instance: dict[str, list[str]] = {}
+    with backend("list of subscriptions and topics"):
+        subscriptions = ctx.subscriber.list_subscriptions(request={"project": project}, timeout=ctx.timeout())
+        topics = ctx.publisher.list_topics(request={"project": project}, timeout=ctx.timeout())
+        for path in [s.name for s in subscriptions] + [t.name for t in topics]:
+            instance_id = instance_of(path.rsplit("/", 1)[-1])
+            if instance_id is not None:
+                by_instance.setdefault(instance_id, []).append(path)
+    instance_ids = sorted(by_instance)
+    for start in range(0, len(instance_ids), _PAGE):
         ctx.budget.check()
-        _judge_subscriptions(ctx, paths[start : start + _PAGE], len(prefix))
+        _judge_instances(ctx, {i: by_instance[i] for i in instance_ids[start : start + _PAGE]})
     ctx.budget.check()
-    _forget_sightings(ctx, {path.rsplit("/", 1)[-1] for path in paths})
+    _forget_sightings(ctx, {instance_subscription_id(i) for i in instance_ids})
 
 
-def _judge_subscriptions(ctx: CleanupContext, paths: list[str], prefix_length: int) -> None:
-    by_instance = {path[prefix_length:]: path for path in paths}
+def _judge_instances(ctx: CleanupContext, by_instance: dict[str, list[str]]) -> None:
     with backend("read of instances and sightings"):
         states = instance_states(ctx, by_instance)
         sighting_refs = {
-            i: ctx.firestore.collection(SIGHTINGS).document(p.rsplit("/", 1)[-1]) for i, p in by_instance.items()
+            i: ctx.firestore.collection(SIGHTINGS).document(instance_subscription_id(i)) for i in by_instance
         }
         sightings = {
             s.id: (s.to_dict() or {})
@@ -249,7 +265,7 @@ def _judge_subscriptions(ctx: CleanupContext, paths: list[str], prefix_length: i
         }
     to_record: list[tuple[Any, dict[str, Any]]] = []
     to_forget: list[Any] = []
-    for instance_id, path in by_instance.items():
+    for instance_id, paths in by_instance.items():
         ref = sighting_refs[instance_id]
         seen = sightings.get(ref.id)
         state = states[instance_id]
@@ -259,14 +275,13 @@ def _judge_subscriptions(ctx: CleanupContext, paths: list[str], prefix_length: i
                 to_forget.append(ref)
             continue
         if seen is None:
-            to_record.append((ref, _sighting(ctx, path, ctx.now)))
+            to_record.append((ref, _sighting(ctx, instance_id, ctx.now)))
             continue
         since = seen.get("missing_since")
         if isinstance(since, datetime) and since < ctx.stale_before:
-            ctx.budget.check()
-            if delete_subscription(ctx, path):
-                ctx.report.add("subscriptions", 1)
-                logger.info("removed an orphan stream-instance subscription", extra={"subscription": path})
+            # Subscriptions before the topic, as the instance itself deletes them.
+            delete_channel_resources(ctx, instance_id, sorted(paths, key=lambda p: "/topics/" in p))
+            logger.info("removed an orphan stream instance's channel resources", extra={"instance": instance_id})
             to_forget.append(ref)
     if to_record:
         create_all(ctx, to_record, "record of orphan subscriptions")

@@ -58,15 +58,18 @@ def run_cleanup(
     budget_seconds: float = DEFAULT_BUDGET_SECONDS,
     *,
     now: datetime | None = None,
+    publisher: Any = None,
 ) -> CleanupReport:
     """Do one bounded run; ``complete`` says whether every pass finished.
 
     Raises BackendUnavailable when Firestore or Pub/Sub fails; what was removed
-    before that stays removed (every step is idempotent).
+    before that stays removed (every step is idempotent). ``publisher``
+    (a Pub/Sub PublisherClient, for the instances' inbox topics) defaults to the process's.
     """
     budget = Budget(budget_seconds)
     report = CleanupReport()
-    ctx = CleanupContext(firestore_client, subscriber, settings, now or datetime.now(UTC), budget, report)
+    publisher = publisher if publisher is not None else _publisher()
+    ctx = CleanupContext(firestore_client, subscriber, publisher, settings, now or datetime.now(UTC), budget, report)
     # Cheap, bounded passes first: a large backlog of expired notifications
     # (a TTL policy not active yet) must not starve the registry's cleanup.
     passes = (
@@ -89,6 +92,16 @@ def run_cleanup(
 
 
 _clients: tuple[Any, Any] | None = None
+_publisher_client: Any = None
+
+
+def _publisher() -> Any:
+    global _publisher_client
+    if _publisher_client is None:
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+        _publisher_client = pubsub_v1.PublisherClient()
+    return _publisher_client
 
 
 def get_clients(settings: Settings) -> tuple[Any, Any]:

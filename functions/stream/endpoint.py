@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
@@ -40,9 +41,22 @@ STREAM_HEADERS = [
 ]
 
 
-def _baseline_id(now: float) -> str:
-    """An id just below every notification persisted from ``now`` on (a few seconds of clock slack)."""
-    return f"{max(0, int((now - 5) * 1_000_000)):014x}" + "0" * 10
+# Clock skew allowed between ingest instances and this one when catching up.
+CLOCK_SLACK_SECONDS = 5.0
+
+
+def catch_up_from(now: float, backend_timeout: float) -> str:
+    """The id after which a new stream catches up from the store.
+
+    A publisher persists, then reads the registry, then publishes. A publisher
+    whose registry read came before this stream's registration did not route to
+    it, but its notification was stored before that read, so its id (minted
+    when its persist began, on its own clock) is at least this old: one
+    persist plus one registry read, each bounded by BACKEND_TIMEOUT_SECONDS, and
+    clock slack. The catch-up sends those again (a client de-duplicates by id).
+    """
+    horizon = now - 2 * backend_timeout - CLOCK_SLACK_SECONDS
+    return f"{max(0, int(horizon * 1_000_000)):014x}" + "0" * 10
 
 
 class StreamEndpoint:
@@ -109,33 +123,53 @@ class StreamEndpoint:
                 f"at most {settings.sse_max_connections_per_user} live streams per user",
                 {"Retry-After": str(max(1, int(settings.sse_heartbeat_interval * 2)))},
             )
+        # Computed after the registry write: see catch_up_from().
+        baseline = catch_up_from(time.time(), settings.backend_timeout_seconds)
         session = StreamSession(
             claims.user_id,
             connection_id,
             settings.sse_send_queue_size,
-            _baseline_id(now),
+            baseline,
             recent_ids=max(RECENT_IDS, 2 * settings.sse_max_backlog_messages),
         )
         session.push(
             sse.established(connection_id, claims.user_id, settings.sse_heartbeat_interval, settings.sse_retry_ms),
             force=True,
         )
-        # Registered before the replay query, so nothing published meanwhile is lost.
-        session.replaying = last_event_id is not None
+        # Registered (in the registry, then in the hub) before the store is read,
+        # so a message published from now on is either routed here or already
+        # stored; live messages wait while the replay runs and are merged by id.
+        session.replaying = True
         hub.add(session)
-        if last_event_id is not None:
-            try:
-                await hub.replay(session, last_event_id, announce_truncation=True)
-            except BackendUnavailable as exc:
-                await service.forget(session)
-                logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
-                raise unavailable("notification store unavailable") from None
-            except BaseException:
-                await service.forget(session)
-                raise
+        try:
+            if last_event_id is not None:
+                replay = hub.replay(session, last_event_id, announce_truncation=True)
+            else:
+                replay = hub.replay(session, baseline, announce_truncation=False)
+            await self._unless_stopping(replay)
+        except BackendUnavailable as exc:
+            await service.forget(session)
+            logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
+            raise unavailable("notification store unavailable") from None
+        except BaseException:
+            await service.forget(session)
+            raise
         if claims.expires_at < now + settings.sse_max_stream_seconds:
             return session, claims.expires_at, "token_expired"
         return session, now + settings.sse_max_stream_seconds, "max_duration"
+
+    async def _unless_stopping(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``; BackendUnavailable as soon as the instance stops (a store that hangs must not hold it)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._service.stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not task.done():
+            task.cancel()
+            raise BackendUnavailable("the service is shutting down")
+        task.result()
 
     async def _acquire(self, user_id: str, connection_id: str) -> bool:
         """Record the connection, or 503 within BACKEND_TIMEOUT_SECONDS.
@@ -157,12 +191,18 @@ class StreamEndpoint:
                 return await asyncio.to_thread(registry.acquire, user_id, connection_id, abandoned)
 
         attempt = asyncio.ensure_future(run())
+        stopping = asyncio.ensure_future(self._service.stopping.wait())
         try:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            return await asyncio.wait_for(asyncio.shield(attempt), remaining)
+            # A connect still waiting for the registry when the instance stops gets
+            # its 503 at once instead of holding the shutdown up.
+            await asyncio.wait({attempt, stopping}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done():
+                raise TimeoutError
+            return attempt.result()
         except TimeoutError:
             abandoned.set()
-            logger.warning("connection registry timed out")
+            logger.warning("connection registry timed out" if not stopping.done() else "connect abandoned at shutdown")
 
             def release_late(done: asyncio.Future[bool]) -> None:
                 if not done.cancelled() and done.exception() is None and done.result():
@@ -172,6 +212,8 @@ class StreamEndpoint:
             attempt.add_done_callback(release_late)
         except BackendUnavailable as exc:
             logger.warning("connection registry unavailable", extra={"error": str(exc)})
+        finally:
+            stopping.cancel()
         raise unavailable("connection registry unavailable")
 
     async def _serve(
@@ -235,8 +277,8 @@ class StreamEndpoint:
         except asyncio.CancelledError:
             # A slow consumer that did not read its stream.closing in time, or
             # the server stopping: returning without completing makes the server
-            # close the connection.
-            if not session.slow:
+            # close the connection. Neither is an error worth a stack trace.
+            if not session.slow and not self._service.stopping.is_set():
                 raise
             logger.info("dropped a stream that stopped reading", extra={"connection_id": session.connection_id})
         finally:

@@ -1,9 +1,10 @@
 """The process's streams, by user, and the hand-over from the channel thread.
 
-The channel calls ``receive`` on its own thread (a Pub/Sub callback thread, or
-the bench injection hook's worker thread). Messages are appended to a list and
-one ``call_soon_threadsafe`` per batch wakes the loop, which dispatches each
-message to the streams of its user only, encoding it once for all of them.
+The channel calls ``receive`` on its own thread (a subscription's pull thread,
+or the bench injection route's worker thread) with every message of one
+delivery. They are appended to a list and one ``call_soon_threadsafe`` per
+batch wakes the loop, which dispatches each message to the streams of its user
+only (a broadcast to every stream), encoding it once for all of them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from functions.stream import metrics, sse
@@ -91,15 +93,16 @@ class Hub:
         return [s for group in self._users.values() for s in group]
 
     # From the channel thread ------------------------------------------------------
-    def receive(self, message: ChannelMessage) -> None:
-        """The channel's message handler; safe to call from any thread."""
+    def receive(self, messages: Sequence[ChannelMessage]) -> None:
+        """The channel's handler: one delivery's messages, in order; safe to call from any thread."""
         with self._inbox_lock:
-            if len(self._inbox) >= INBOX_LIMIT:
+            room = INBOX_LIMIT - len(self._inbox)
+            if room < len(messages):
                 self._overflowed = True
-                return
+                messages = messages[: max(0, room)]
             first = not self._inbox
-            self._inbox.append(message)
-        if first:
+            self._inbox.extend(messages)
+        if first and messages:
             try:
                 self._loop.call_soon_threadsafe(self._dispatch)
             except RuntimeError:  # the loop is closed: the process is ending
@@ -118,11 +121,16 @@ class Hub:
             batch, self._inbox = self._inbox, []
             overflowed, self._overflowed = self._overflowed, False
         now = time.time()
+        metrics.CHANNEL_MESSAGES.inc(len(batch))
         for message in batch:
-            metrics.CHANNEL_MESSAGES.inc()
             latency = max(0.0, now - message.sent_at)
             metrics.FANOUT_LATENCY.observe(latency)
             metrics.FANOUT_WINDOW.add(latency)
+            if message.broadcast:
+                encoded = encode_message(message)
+                for session in self.sessions():
+                    session.offer(message, encoded)
+                continue
             sessions = self._users.get(message.user_id)
             if not sessions:
                 continue

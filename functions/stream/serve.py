@@ -20,8 +20,10 @@ import uvicorn
 from functions.stream.protocol import BoundedHttpToolsProtocol
 
 PRODUCTION_APP = "functions.stream.main:app"
-# Below Cloud Run's 10 s between SIGTERM and SIGKILL; the streams are told at once anyway.
-GRACEFUL_SHUTDOWN_SECONDS = 8
+# Cloud Run sends SIGKILL 10 s after SIGTERM. The streams are told at the signal
+# and end at once; this bounds what still runs then (a slow client's last write),
+# and the lifespan's clean-up has SHUTDOWN_BUDGET_SECONDS (service.py) after it.
+GRACEFUL_SHUTDOWN_SECONDS = 4
 
 
 def main(argv: list[str] | None = None) -> None:

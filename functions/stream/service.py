@@ -10,13 +10,13 @@ subscription (which deletes it) and removes the instance record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -24,6 +24,7 @@ from typing import Any
 
 from functions.stream import metrics
 from functions.stream.config import StreamSettings
+from functions.stream.executor import DaemonThreadExecutor
 from functions.stream.hub import Hub
 from functions.stream.session import StreamSession
 from shared.backends import Backends
@@ -36,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 _SUBSCRIBE_RETRY = (1.0, 2.0, 5.0, 10.0)
 HEALTH_CACHE_SECONDS = 5.0
-# Cloud Run allows 10 s between SIGTERM and SIGKILL; streams get most of it.
-SHUTDOWN_DRAIN_SECONDS = 5.0
+# Cloud Run allows 10 s between SIGTERM and SIGKILL: the streams get up to
+# SHUTDOWN_DRAIN_SECONDS to end, the backend clean-up what is left of the budget.
+SHUTDOWN_DRAIN_SECONDS = 2.0
+SHUTDOWN_BUDGET_SECONDS = 5.0
 # Store and registry calls are blocking and run in threads; asyncio's default
 # pool (cores + 4) would serialise a reconnect storm of thousands of streams.
 IO_THREADS = 64
@@ -67,6 +70,40 @@ def untune_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
+async def _bounded(what: str, call: Callable[[], object], deadline: float) -> None:
+    """Run a blocking backend call on a daemon thread; give up on it at ``deadline``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - reported on the loop below
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(_settle, done, error)
+
+    threading.Thread(target=run, name=f"shutdown-{what[:20]}", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        logger.warning(f"{what} did not finish within the shutdown budget; left to the cleanup function")
+    except BackendUnavailable as exc:
+        logger.warning(f"{what} failed; left to the cleanup function", extra={"error": str(exc)[:300]})
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever a backend says
+        logger.warning(f"{what} failed; left to the cleanup function", extra={"error": repr(exc)[:300]})
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 @dataclass
 class Health:
     status: str
@@ -94,11 +131,13 @@ class StreamService:
         self._previous_handlers: dict[int, Any] = {}
         self._gc_threshold: tuple[int, int, int] | None = None
         self._user_locks: dict[str, list[Any]] = {}
+        # Set at SIGTERM (or the lifespan's end): pending connects give up at once.
+        self.stopping = asyncio.Event()
 
     # Lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="stream-io"))
+        loop.set_default_executor(DaemonThreadExecutor(IO_THREADS, thread_name_prefix="stream-io"))
         interval = self.settings.sse_heartbeat_interval
         slices = max(1, min(HEARTBEAT_SLICES, int(interval / MIN_HEARTBEAT_TICK)))
         self.hub = Hub(self.backends.store, self.settings.sse_max_backlog_messages, loop, slices)
@@ -209,24 +248,34 @@ class StreamService:
             signal.signal(sig, handler)
 
     def begin_shutdown(self) -> None:
+        self.stopping.set()
         if self.hub is not None:
             self.hub.shutdown()
 
     async def stop(self) -> None:
+        """Stop within SHUTDOWN_BUDGET_SECONDS whatever the backends do (up, slow or gone).
+
+        The streams were told at the signal; what is left costs no work per stream:
+        deleting the instance record is the one fact that makes all of this
+        instance's connections stop counting. Every backend call gets what is
+        left of the budget and runs on a daemon thread, so a call stuck in a
+        client cannot hold the process.
+        """
         self.begin_shutdown()
-        deadline = time.monotonic() + SHUTDOWN_DRAIN_SECONDS
-        while self.hub is not None and self.hub.count and time.monotonic() < deadline:
+        deadline = time.monotonic() + SHUTDOWN_BUDGET_SECONDS
+        drained = min(deadline, time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
+        while self.hub is not None and self.hub.count and time.monotonic() < drained:
             await asyncio.sleep(0.05)
         self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         subscription, self.subscription = self.subscription, None
+        # The subscription and the instance record go concurrently: both are best effort
+        # (orphans expire by themselves and the cleanup function removes them).
+        steps = [_bounded("instance record removal", self.registry.stop, deadline)]
         if subscription is not None:
-            await asyncio.to_thread(subscription.close)
-        try:
-            await asyncio.to_thread(self.registry.stop)
-        except BackendUnavailable as exc:
-            logger.warning("could not remove the instance record", extra={"error": str(exc)})
+            steps.append(_bounded("channel subscription removal", lambda: subscription.close(deadline), deadline))
+        await asyncio.gather(*steps)
         if self._gc_threshold is not None:
             untune_gc(self._gc_threshold)
             self._gc_threshold = None

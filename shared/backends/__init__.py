@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryRegistry, MemoryStore
+from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryDirectory, MemoryRegistry, MemoryStore
 from shared.channel import Channel, DeadLetterSink
 from shared.config import Settings, get_settings
 from shared.registry import ConnectionRegistry
@@ -42,13 +42,17 @@ _backends: Backends | None = None
 def build_backends(settings: Settings) -> Backends:
     if settings.backend == "memory":
         return memory_backends()
-    from shared.backends.firestore_registry import FirestoreRegistry
+    from shared.backends.firestore_registry import FirestoreDirectory, FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
     from shared.backends.pubsub_channel import PubSubChannel, PubSubDeadLetters
 
     timeout = settings.backend_timeout_seconds
     store = FirestoreStore(settings.project_id, timeout=timeout)
-    channel = PubSubChannel(settings.project_id, settings.notifications_topic, timeout=timeout)
+    # A user's messages go to the instances the registry names for that user (SPEC section 1).
+    directory = FirestoreDirectory(store.client, timeout=timeout)
+    channel = PubSubChannel(
+        settings.project_id, settings.notifications_topic, timeout=timeout, router=directory.instances_of
+    )
 
     def registry(instance_id: str, limit: int, heartbeat_interval: float) -> ConnectionRegistry:
         return FirestoreRegistry(store.client, instance_id, limit, heartbeat_interval, timeout=timeout)
@@ -57,8 +61,13 @@ def build_backends(settings: Settings) -> Backends:
 
 
 def memory_backends() -> Backends:
-    """Embedded backends for one process (local runs without emulators, fast tests)."""
-    return Backends(MemoryStore(), MemoryChannel(), MemoryDeadLetters(), MemoryRegistry)
+    """Embedded backends for one process (local runs without emulators, fast tests), routed like the real ones."""
+    directory = MemoryDirectory()
+
+    def registry(instance_id: str, limit: int, heartbeat_interval: float) -> ConnectionRegistry:
+        return MemoryRegistry(instance_id, limit, heartbeat_interval, directory)
+
+    return Backends(MemoryStore(), MemoryChannel(router=directory.instances_of), MemoryDeadLetters(), registry)
 
 
 def get_backends() -> Backends:

@@ -19,12 +19,15 @@ user, so a crashed instance stops counting without any cleanup.
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -68,13 +71,13 @@ def has_instance(entry: object) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
 
-class _Abandoned(Exception):
-    """The caller stopped waiting for this connect."""
-
-
-# Connects of one user contend on one document; a few more attempts than the
-# client's default 5 ride out a burst (each attempt re-reads and re-counts).
+# Connects of one user contend on one document; each attempt re-reads and re-counts.
 TRANSACTION_ATTEMPTS = 10
+
+
+def _contended(attempt: int) -> None:
+    # Jitter, so two writers that collided do not collide again at once.
+    time.sleep(random.uniform(0.005, 0.03) * (attempt + 1))  # noqa: S311 - timing, not security
 
 
 @contextmanager
@@ -119,6 +122,9 @@ class FirestoreRegistry(ConnectionRegistry):
         # here is a leftover (its release failed) and stops counting at once.
         self._local: set[str] = set()
         self._local_lock = threading.Lock()
+        # Other instances' last heartbeats: instance -> (heartbeat_at, when read, monotonic).
+        self._beats: dict[str, tuple[datetime | None, float]] = {}
+        self._beats_lock = threading.Lock()
 
     def _instance_ref(self, instance_id: str) -> Any:
         return self._client.collection(INSTANCES).document(instance_id)
@@ -144,32 +150,69 @@ class FirestoreRegistry(ConnectionRegistry):
                 instance_document(now, self._started_at or now, self._subscription), timeout=self._timeout
             )
 
-    def _alive(self, transaction: Any, instance_ids: list[str], now: datetime) -> set[str]:
-        if not instance_ids:
-            return set()
+    def _alive(self, instance_ids: list[str], now: datetime) -> set[str]:
+        """The instances among ``instance_ids`` whose heartbeat is newer than two intervals.
+
+        Heartbeats are read outside the connect's write and kept for half an
+        interval: a connect then costs no read of the instances in the common
+        case. A kept heartbeat is the instance's real last one or older, so an
+        instance is never taken for dead too early; a stopped one (record
+        deleted) keeps counting for at most half an interval longer.
+        """
         cutoff = now - timedelta(seconds=2 * self.heartbeat_interval)
-        refs = [self._instance_ref(i) for i in instance_ids]
-        alive = set()
-        for snapshot in self._client.get_all(refs, field_paths=["heartbeat_at"], transaction=transaction):
-            beat = _aware(_fields(snapshot).get("heartbeat_at"))
-            if beat is not None and beat > cutoff:
-                alive.add(snapshot.id)
-        return alive
+        fresh_for = self.heartbeat_interval / 2
+        clock = time.monotonic()
+        with self._beats_lock:
+            wanted = [
+                i
+                for i in instance_ids
+                if i != self.instance_id and (i not in self._beats or clock - self._beats[i][1] > fresh_for)
+            ]
+        if wanted:
+            refs = [self._instance_ref(i) for i in wanted]
+            beats = dict.fromkeys(wanted)
+            for snapshot in self._client.get_all(refs, field_paths=["heartbeat_at"], timeout=self._timeout):
+                beats[snapshot.id] = _aware(_fields(snapshot).get("heartbeat_at"))
+            with self._beats_lock:
+                if len(self._beats) > 10_000:  # instances come and go; forget the long gone
+                    self._beats.clear()
+                self._beats.update({i: (beat, clock) for i, beat in beats.items()})
+        with self._beats_lock:
+            known = {i: self._beats.get(i, (None, clock))[0] for i in instance_ids}
+        return {i for i, beat in known.items() if i == self.instance_id or (beat is not None and beat > cutoff)}
 
     def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        ref = self._connections_ref(user_id)
+        """Count the user's live entries, then add this one with a write conditioned on the count's read.
 
-        @firestore.transactional  # type: ignore[misc, untyped-decorator, unused-ignore]
-        def attempt(transaction: Any) -> bool:
+        Optimistic concurrency instead of a transaction: one read and one
+        conditioned write (the document unchanged since the read, or created
+        if absent), retried with jitter when another connect or disconnect of
+        the user wrote in between: two round trips instead of four.
+        """
+        ref = self._connections_ref(user_id)
+        # Known locally before the write, so a concurrent connect of the same user
+        # on this instance never mistakes the new entry for a leftover.
+        with self._local_lock:
+            self._local.add(connection_id)
+        accepted = False
+        try:
+            with _backend("connect"):
+                accepted = self._acquire(ref, connection_id, abandoned)
+        finally:
+            if not accepted:
+                with self._local_lock:
+                    self._local.discard(connection_id)
+        return accepted
+
+    def _acquire(self, ref: Any, connection_id: str, abandoned: threading.Event | None) -> bool:
+        for attempt in range(TRANSACTION_ATTEMPTS):
             if abandoned is not None and abandoned.is_set():
-                # Nobody waits for this connect any more: leave the document (and
-                # its lock) to the connects that are still wanted.
-                raise _Abandoned
+                return False  # nobody waits for this connect any more
             now = datetime.now(UTC)
-            snapshot = ref.get(transaction=transaction)
+            snapshot = ref.get(timeout=self._timeout)
             live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
             instances = sorted({str(e.get("instance")) for e in live.values() if isinstance(e, dict)})
-            alive = self._alive(transaction, instances, now)
+            alive = self._alive(instances, now)
             with self._local_lock:
                 local = set(self._local)
             kept = {
@@ -182,47 +225,73 @@ class FirestoreRegistry(ConnectionRegistry):
             if len(kept) >= self.limit:
                 return False
             kept[connection_id] = {"instance": self.instance_id, "opened_at": now}
-            transaction.set(ref, connections_document(kept, now))
-            return True
+            if self._write_if_unchanged(ref, snapshot, connections_document(kept, now)):
+                return True
+            _contended(attempt)
+        raise BackendUnavailable(f"connections/{ref.id} stayed contended for {TRANSACTION_ATTEMPTS} attempts")
 
-        # Known locally before the write, so a concurrent connect of the same user
-        # on this instance never mistakes the new entry for a leftover.
-        with self._local_lock:
-            self._local.add(connection_id)
-        accepted = False
+    def _write_if_unchanged(self, ref: Any, snapshot: Any, document: dict[str, Any] | None) -> bool:
+        """Write (or delete, when ``document`` is None) unless the document changed since ``snapshot``."""
         try:
-            with _backend("connect"):
-                accepted = bool(attempt(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)))
-        except _Abandoned:
-            accepted = False
-        finally:
-            if not accepted:
-                with self._local_lock:
-                    self._local.discard(connection_id)
-        return accepted
+            if not snapshot.exists:
+                if document is not None:
+                    ref.create(document, timeout=self._timeout)
+                return True
+            option = self._client.write_option(last_update_time=snapshot.update_time)
+            if document is None:
+                ref.delete(option=option, timeout=self._timeout)
+            else:
+                ref.update(document, option=option, timeout=self._timeout)
+            return True
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Aborted):
+            return False
 
     def release(self, user_id: str, connection_id: str) -> None:
         ref = self._connections_ref(user_id)
-
-        @firestore.transactional  # type: ignore[misc, untyped-decorator, unused-ignore]
-        def attempt(transaction: Any) -> None:
-            snapshot = ref.get(transaction=transaction)
-            live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
-            if live.pop(connection_id, None) is None:
-                return
-            if not live:
-                transaction.delete(ref)
-                return
-            transaction.set(ref, connections_document(live, datetime.now(UTC)))
-
         with self._local_lock:
             self._local.discard(connection_id)
         with _backend("disconnect"):
-            attempt(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+            for attempt in range(TRANSACTION_ATTEMPTS):
+                snapshot = ref.get(timeout=self._timeout)
+                live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
+                if live.pop(connection_id, None) is None:
+                    return
+                document = connections_document(live, datetime.now(UTC)) if live else None
+                if self._write_if_unchanged(ref, snapshot, document):
+                    return
+                _contended(attempt)
+            raise BackendUnavailable(f"connections/{ref.id} stayed contended for {TRANSACTION_ATTEMPTS} attempts")
 
     def stop(self) -> None:
+        # One write, whatever the number of streams: entries of an instance without
+        # a record stop counting at once (see _alive). Not retried: at shutdown a
+        # failed delete is left to the heartbeat's expiry and the cleanup function.
         with _backend("instance stop"):
-            self._instance_ref(self.instance_id).delete(timeout=self._timeout)
+            self._instance_ref(self.instance_id).delete(retry=None, timeout=min(self._timeout, 3.0))
+
+
+class FirestoreDirectory:
+    """Where each user's streams are: the channel's router (one document read per user)."""
+
+    def __init__(self, client: Any, *, timeout: float = 10.0) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def instances_of(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+        """The instances named in each user's ``connections`` document; users without one are left out.
+
+        No cache: a stream that registered a moment ago must be found by the next
+        publish (what was published before its registration it recovers from the
+        store). Entries of dead instances cost a publish to a topic that is gone.
+        """
+        refs = [self._client.collection(CONNECTIONS).document(u) for u in sorted(user_ids)]
+        found: dict[str, list[str]] = {}
+        with _backend("registry read for routing"):
+            for snapshot in self._client.get_all(refs, field_paths=["instances"], timeout=self._timeout):
+                instances = _fields(snapshot).get("instances")
+                if isinstance(instances, list) and instances:
+                    found[snapshot.id] = [str(i) for i in instances]
+        return found
 
 
 # --- pruning: what the cleanup function calls ----------------------------------------

@@ -7,54 +7,104 @@ One process only: nothing here is shared between processes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
-from shared.channel import Channel, ChannelMessage, DeadLetterSink, GapHandler, MessageHandler, Subscription
+from shared.channel import (
+    ALL_INSTANCES,
+    BatchHandler,
+    Channel,
+    ChannelMessage,
+    DeadLetterSink,
+    GapHandler,
+    Router,
+    Subscription,
+)
 from shared.notification import NewNotification, Notification
 from shared.registry import ConnectionRegistry
 from shared.store import NotificationStore, Page
 
 
-class MemoryChannel(Channel):
+class MemoryDirectory:
+    """Which stream instance holds which user's streams, for one process.
+
+    The memory registries of every instance in the process record here, and the
+    memory channel routes by it, the way the Firestore registry and Pub/Sub do.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: dict[int, MessageHandler] = {}
-        self._next = 0
+        self._live: dict[str, dict[str, str]] = {}  # user -> connection -> instance
+
+    def instances_of(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        with self._lock:
+            return {u: set(self._live[u].values()) for u in user_ids if u in self._live}
+
+    def add(self, user_id: str, connection_id: str, instance_id: str, limit: int) -> bool:
+        with self._lock:
+            live = self._live.setdefault(user_id, {})
+            if len(live) >= limit:
+                return False
+            live[connection_id] = instance_id
+            return True
+
+    def remove(self, user_id: str, connection_id: str) -> None:
+        with self._lock:
+            live = self._live.get(user_id)
+            if live is not None:
+                live.pop(connection_id, None)
+                if not live:
+                    del self._live[user_id]
+
+    def drop_instance(self, instance_id: str) -> None:
+        with self._lock:
+            for user_id in list(self._live):
+                live = {c: i for c, i in self._live[user_id].items() if i != instance_id}
+                if live:
+                    self._live[user_id] = live
+                else:
+                    del self._live[user_id]
+
+
+class MemoryChannel(Channel):
+    def __init__(self, router: Router | None = None) -> None:
+        super().__init__(router)
+        self._lock = threading.Lock()
+        self._handlers: dict[str, BatchHandler] = {}
         self.published: list[ChannelMessage] = []
 
-    def publish_many(self, messages: Iterable[ChannelMessage]) -> None:
-        batch = list(messages)
+    def send(self, target: str, messages: Sequence[ChannelMessage]) -> None:
         with self._lock:
-            self.published.extend(batch)
+            self.published.extend(messages)
             del self.published[:-10_000]  # bounded: a long local run must not grow forever
-            handlers = list(self._handlers.values())
-        for message in batch:
-            for handler in handlers:
-                handler(message)
+            if target == ALL_INSTANCES:
+                handlers = list(self._handlers.values())
+            else:
+                handlers = [self._handlers[target]] if target in self._handlers else []
+        for handler in handlers:
+            handler(list(messages))
 
-    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
         with self._lock:
-            self._next += 1
-            self._handlers[self._next] = handler
-            return _MemorySubscription(self, self._next)
+            self._handlers[instance_id] = handler
+            return _MemorySubscription(self, instance_id)
 
-    def _unsubscribe(self, key: int) -> None:
+    def _unsubscribe(self, instance_id: str) -> None:
         with self._lock:
-            self._handlers.pop(key, None)
+            self._handlers.pop(instance_id, None)
 
 
 class _MemorySubscription(Subscription):
-    def __init__(self, channel: MemoryChannel, key: int) -> None:
+    def __init__(self, channel: MemoryChannel, instance_id: str) -> None:
         self._channel = channel
-        self._key = key
+        self._instance_id = instance_id
 
     @property
     def name(self) -> str:
-        return f"memory-subscription-{self._key}"
+        return f"memory-subscription-{self._instance_id}"
 
-    def close(self) -> None:
-        self._channel._unsubscribe(self._key)
+    def close(self, deadline: float | None = None) -> None:
+        self._channel._unsubscribe(self._instance_id)
 
 
 class MemoryDeadLetters(DeadLetterSink):
@@ -130,12 +180,13 @@ class MemoryStore(NotificationStore):
 
 
 class MemoryRegistry(ConnectionRegistry):
-    """One process only (NOTIFICATIONS_BACKEND=memory)."""
+    """One process only (NOTIFICATIONS_BACKEND=memory): instances record in a shared directory."""
 
-    def __init__(self, instance_id: str, limit: int, heartbeat_interval: float) -> None:
+    def __init__(
+        self, instance_id: str, limit: int, heartbeat_interval: float, directory: MemoryDirectory | None = None
+    ) -> None:
         super().__init__(instance_id, limit, heartbeat_interval)
-        self._lock = threading.Lock()
-        self._live: dict[str, set[str]] = {}
+        self.directory = directory or MemoryDirectory()
 
     def start(self, subscription: str) -> None:
         return None
@@ -144,21 +195,10 @@ class MemoryRegistry(ConnectionRegistry):
         return None
 
     def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        with self._lock:
-            live = self._live.setdefault(user_id, set())
-            if len(live) >= self.limit:
-                return False
-            live.add(connection_id)
-            return True
+        return self.directory.add(user_id, connection_id, self.instance_id, self.limit)
 
     def release(self, user_id: str, connection_id: str) -> None:
-        with self._lock:
-            live = self._live.get(user_id)
-            if live is not None:
-                live.discard(connection_id)
-                if not live:
-                    del self._live[user_id]
+        self.directory.remove(user_id, connection_id)
 
     def stop(self) -> None:
-        with self._lock:
-            self._live.clear()
+        self.directory.drop_instance(self.instance_id)

@@ -1,16 +1,35 @@
 """The live channel and the dead-letter sink on Google Cloud Pub/Sub.
 
-Every message goes to one topic (NOTIFICATIONS_TOPIC) with the Redis channel
-name as attribute ``channel`` and the user id as ordering key. Each process that
-holds streams creates its own subscription, so every instance sees every
-message (fan-out) and no process ever inherits messages another one leased.
+Routing (SPEC section 1): like Redis pub/sub, a user's message reaches only the
+stream instances that hold that user's streams. Each stream instance owns
+
+- a topic ``stream-instance-{id}``, its inbox, with the subscription of the same
+  name on it: publishers send a user's messages to the inboxes of the instances
+  the connection registry names for that user, and to none when it names none;
+- a subscription ``stream-instance-{id}~all`` on NOTIFICATIONS_TOPIC, which
+  carries broadcasts and, when the registry cannot be read, every message
+  (sending to all instances is the fallback, never dropping).
+
+Both are created when the instance starts, deleted when it stops, and removed by
+the cleanup function when the instance died. The Pub/Sub emulator keeps topics
+apart exactly as Google Cloud does (unlike subscription filters, which it
+ignores), so what each process receives is tested on it.
+
+The receive path is lean on purpose: one thread per subscription runs the
+streaming pull RPC itself, decodes each response's messages in one go, hands
+them to the handler as one batch and acknowledges them in the next request.
+There is no lease management and no per-message thread hop: a live channel
+acknowledges at once (what a stream misses it recovers from Firestore).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Iterable, Mapping
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from datetime import timedelta
 from typing import Any
@@ -18,32 +37,67 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-from google.cloud.pubsub_v1.types import BatchSettings, FlowControl, PublisherOptions
+from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.protobuf import duration_pb2
+from google.pubsub_v1.types import StreamingPullRequest
 
-from shared.channel import Channel, ChannelMessage, DeadLetterSink, GapHandler, MessageHandler, Subscription
+from shared.channel import (
+    ALL_INSTANCES,
+    BatchHandler,
+    Channel,
+    ChannelMessage,
+    DeadLetterSink,
+    GapHandler,
+    Router,
+    Subscription,
+)
 from shared.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
-INSTANCE_SUBSCRIPTION_PREFIX = "stream-instance-"
+INSTANCE_PREFIX = "stream-instance-"
+# Subscription ids may hold "~"; instance ids never do, so the suffix cannot be mistaken for one.
+BROADCAST_SUFFIX = "~all"
 # Pub/Sub's minimum expiration: an orphaned subscription deletes itself a day after its last use.
 _EXPIRATION = timedelta(days=1)
 # Pub/Sub's minimum retention: what a stream misses beyond this is recovered from Firestore anyway.
 _RETENTION = timedelta(minutes=10)
 _RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+# Real Pub/Sub closes a streaming pull that sends nothing for a while; an empty request keeps it open.
+_KEEPALIVE_SECONDS = 30.0
+# How long close() may spend on each deletion (SIGTERM leaves 10 s in all).
+_CLOSE_CALL_SECONDS = 2.0
 
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, gexc.GoogleAPIError | futures.TimeoutError | TimeoutError | ConnectionError)
 
 
+def instance_topic_id(instance_id: str) -> str:
+    return f"{INSTANCE_PREFIX}{instance_id}"
+
+
 def instance_subscription_id(instance_id: str) -> str:
-    return f"{INSTANCE_SUBSCRIPTION_PREFIX}{instance_id}"
+    return f"{INSTANCE_PREFIX}{instance_id}"
+
+
+def broadcast_subscription_id(instance_id: str) -> str:
+    return f"{INSTANCE_PREFIX}{instance_id}{BROADCAST_SUFFIX}"
+
+
+def instance_of(resource_id: str) -> str | None:
+    """The instance id in the name of an instance's topic or subscription; None for other names."""
+    if not resource_id.startswith(INSTANCE_PREFIX):
+        return None
+    rest = resource_id[len(INSTANCE_PREFIX) :]
+    if rest.endswith(BROADCAST_SUFFIX):
+        rest = rest[: -len(BROADCAST_SUFFIX)]
+    return rest or None
 
 
 class PubSubChannel(Channel):
-    def __init__(self, project_id: str, topic: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, project_id: str, topic: str, *, timeout: float = 10.0, router: Router | None = None) -> None:
+        super().__init__(router)
         self._project_id = project_id
         self._topic_id = topic
         self._timeout = timeout
@@ -52,10 +106,21 @@ class PubSubChannel(Channel):
         self._subscriber: pubsub_v1.SubscriberClient | None = None
 
     @property
+    def project_id(self) -> str:
+        return self._project_id
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    @property
     def topic_path(self) -> str:
         return f"projects/{self._project_id}/topics/{self._topic_id}"
 
-    def _publisher_client(self) -> pubsub_v1.PublisherClient:
+    def instance_topic_path(self, instance_id: str) -> str:
+        return f"projects/{self._project_id}/topics/{instance_topic_id(instance_id)}"
+
+    def publisher_client(self) -> pubsub_v1.PublisherClient:
         with self._lock:
             if self._publisher is None:
                 self._publisher = pubsub_v1.PublisherClient(
@@ -71,13 +136,15 @@ class PubSubChannel(Channel):
                 self._subscriber = pubsub_v1.SubscriberClient()
             return self._subscriber
 
-    def publish_many(self, messages: Iterable[ChannelMessage]) -> None:
-        publisher = self._publisher_client()
+    def send(self, target: str, messages: Sequence[ChannelMessage]) -> None:
+        publisher = self.publisher_client()
+        broadcast = target == ALL_INSTANCES
+        topic = self.topic_path if broadcast else self.instance_topic_path(target)
         retry = Retry(initial=0.1, maximum=1.0, timeout=self._timeout)
         pending: list[tuple[ChannelMessage, futures.Future[Any]]] = []
         for message in messages:
             future = publisher.publish(
-                self.topic_path,
+                topic,
                 message.encode(),
                 ordering_key=message.user_id,
                 retry=retry,
@@ -89,24 +156,30 @@ class PubSubChannel(Channel):
         for message, future in pending:
             try:
                 future.result(timeout=self._timeout)
+            except gexc.NotFound:
+                # A registry entry of an instance that is gone (its inbox with it):
+                # nobody listens there, and its clients replay where they reconnect.
+                publisher.resume_publish(topic, message.user_id)
+                if broadcast:
+                    failure = failure or BackendUnavailable(f"topic {self._topic_id} does not exist")
             except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
                 failure = failure or exc
                 # A failed publish pauses its ordering key until resumed.
-                publisher.resume_publish(self.topic_path, message.user_id)
+                publisher.resume_publish(topic, message.user_id)
         if failure is not None:
-            raise BackendUnavailable(f"publish to {self._topic_id} failed: {failure!r}") from failure
+            raise BackendUnavailable(f"publish to {topic.rsplit('/', 1)[-1]} failed: {failure!r}") from failure
 
     def ping(self) -> None:
         try:
-            self._publisher_client().get_topic(
+            self.publisher_client().get_topic(
                 request={"topic": self.topic_path}, retry=None, timeout=min(self._timeout, 5.0)
             )
         except gexc.GoogleAPIError as exc:
             raise BackendUnavailable(f"Pub/Sub topic {self._topic_id} unavailable: {exc!r}") from exc
 
-    def subscribe(self, instance_id: str, handler: MessageHandler, on_gap: GapHandler | None = None) -> Subscription:
-        # The instance id names both the subscription and the registry record,
-        # so the cleanup function can delete the subscription of a dead instance.
+    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+        # The instance id names the inbox, the subscriptions and the registry record,
+        # so the cleanup function can delete what a dead instance left.
         return InstanceSubscription(self, handler, on_gap, instance_id)
 
     def subscription_name(self, instance_id: str) -> str:
@@ -122,35 +195,157 @@ class PubSubChannel(Channel):
             subscriber.close()
 
 
+class _PullStream:
+    """One subscription's streaming pull on a daemon thread, re-opened until closed."""
+
+    def __init__(self, owner: InstanceSubscription, path: str, ensure: Any) -> None:
+        self._owner = owner
+        self._path = path
+        self._ensure = ensure  # creates the subscription (and what it needs); True when it was missing
+        self._acks: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._call: Any = None
+        self._call_lock = threading.Lock()
+        self.healthy = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pull-{path.rsplit('/', 1)[-1][:40]}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _requests(self, acks: queue.SimpleQueue[list[str] | None], client_id: str) -> Iterator[StreamingPullRequest]:
+        yield StreamingPullRequest(subscription=self._path, stream_ack_deadline_seconds=10, client_id=client_id)
+        last = time.monotonic()
+        while True:
+            try:
+                ids = acks.get(timeout=1.0)
+            except queue.Empty:
+                if self._owner.closed.is_set():
+                    return
+                if time.monotonic() - last >= _KEEPALIVE_SECONDS:
+                    last = time.monotonic()
+                    yield StreamingPullRequest()
+                continue
+            if ids is None:  # this stream ended; the next one has its own requests
+                return
+            ended = False
+            while not ended:  # everything acknowledged meanwhile goes in one request
+                try:
+                    more = acks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    ended = True
+                else:
+                    ids.extend(more)
+            last = time.monotonic()
+            yield StreamingPullRequest(ack_ids=ids)
+            if ended:
+                return
+
+    def _run(self) -> None:
+        attempt = 0
+        client_id = uuid.uuid4().hex
+        subscriber = self._owner.channel.subscriber_client()
+        while not self._owner.closed.is_set():
+            acks: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+            try:
+                if attempt and self._ensure():
+                    # The subscription was gone (the emulator restarted, or it
+                    # expired): what was published meanwhile never reached it.
+                    self._owner.gap()
+                with self._call_lock:
+                    if self._owner.closed.is_set():
+                        return
+                    self._acks = acks
+                    self._call = subscriber.api.streaming_pull(requests=self._requests(acks, client_id))
+                # Opened; an error ends the loop below and clears this again.
+                self.healthy.set()
+                for response in self._call:
+                    attempt = 0
+                    received = response.received_messages
+                    if received:
+                        self._owner.deliver(received)
+                        acks.put([m.ack_id for m in received])
+                raise ConnectionError("streaming pull ended")
+            except Exception as exc:  # noqa: BLE001 - re-opened until closed, whatever ended it
+                self.healthy.clear()
+                if self._owner.closed.is_set():
+                    return
+                delay = _RESUBSCRIBE_BACKOFF[min(attempt, len(_RESUBSCRIBE_BACKOFF) - 1)]
+                attempt += 1
+                logger.warning(
+                    "channel pull ended; re-opening",
+                    extra={"subscription": self._path, "error": repr(exc)[:300], "retry_in": delay},
+                )
+                self._owner.closed.wait(delay)
+            finally:
+                acks.put(None)
+
+    def cancel(self) -> None:
+        with self._call_lock:
+            call = self._call
+        if call is not None:
+            try:
+                call.cancel()
+            except Exception:  # noqa: BLE001, S110 - it may have ended already
+                pass
+        self._acks.put(None)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class InstanceSubscription(Subscription):
-    """One process's own subscription, re-established when the stream pull dies."""
+    """One stream instance's inbox topic and its two subscriptions (inbox, broadcasts)."""
 
     def __init__(
-        self, channel: PubSubChannel, handler: MessageHandler, on_gap: GapHandler | None, instance_id: str
+        self, channel: PubSubChannel, handler: BatchHandler, on_gap: GapHandler | None, instance_id: str
     ) -> None:
-        self._channel = channel
+        self.channel = channel
         self._handler = handler
         self._on_gap = on_gap
         self.instance_id = instance_id
-        self._subscriber = channel.subscriber_client()
-        self._path = self._subscriber.subscription_path(channel._project_id, instance_subscription_id(instance_id))
-        self._closed = threading.Event()
-        self._healthy = threading.Event()
-        self._future: Any = None
-        self._create()
-        self._start_pull()
+        self.closed = threading.Event()
+        subscriber = channel.subscriber_client()
+        project = channel.project_id
+        self._inbox_topic = channel.instance_topic_path(instance_id)
+        self._inbox = subscriber.subscription_path(project, instance_subscription_id(instance_id))
+        self._broadcasts = subscriber.subscription_path(project, broadcast_subscription_id(instance_id))
+        self._ensure_inbox()
+        self._ensure_broadcasts()
+        self._streams = [
+            _PullStream(self, self._inbox, self._ensure_inbox),
+            _PullStream(self, self._broadcasts, self._ensure_broadcasts),
+        ]
+        for stream in self._streams:
+            stream.start()
 
     @property
     def name(self) -> str:
-        return str(self._path)
+        return str(self._inbox)
 
     def healthy(self) -> bool:
-        return self._healthy.is_set() and not self._closed.is_set()
+        return not self.closed.is_set() and all(s.healthy.is_set() for s in self._streams)
 
-    def _create(self) -> None:
+    def _ensure_inbox(self) -> bool:
+        publisher = self.channel.publisher_client()
+        try:
+            publisher.create_topic(
+                request={"name": self._inbox_topic, "labels": {"role": "stream-instance"}},
+                timeout=self.channel.timeout,
+            )
+        except gexc.AlreadyExists:
+            pass
+        except gexc.GoogleAPIError as exc:
+            raise BackendUnavailable(f"cannot create topic {self._inbox_topic}: {exc!r}") from exc
+        return self._create_subscription(self._inbox, self._inbox_topic)
+
+    def _ensure_broadcasts(self) -> bool:
+        return self._create_subscription(self._broadcasts, self.channel.topic_path)
+
+    def _create_subscription(self, path: str, topic: str) -> bool:
         request = {
-            "name": self._path,
-            "topic": self._channel.topic_path,
+            "name": path,
+            "topic": topic,
             "ack_deadline_seconds": 10,
             "message_retention_duration": duration_pb2.Duration(seconds=int(_RETENTION.total_seconds())),
             "expiration_policy": {"ttl": duration_pb2.Duration(seconds=int(_EXPIRATION.total_seconds()))},
@@ -158,89 +353,85 @@ class InstanceSubscription(Subscription):
             "labels": {"role": "stream-instance"},
         }
         try:
-            self._subscriber.create_subscription(request=request, timeout=self._channel._timeout)
+            self.channel.subscriber_client().create_subscription(request=request, timeout=self.channel.timeout)
         except gexc.AlreadyExists:
-            pass
+            return False
         except gexc.GoogleAPIError as exc:
-            raise BackendUnavailable(f"cannot create subscription {self._path}: {exc!r}") from exc
-        logger.info("channel subscription ready", extra={"subscription": self._path})
+            raise BackendUnavailable(f"cannot create subscription {path}: {exc!r}") from exc
+        logger.info("channel subscription ready", extra={"subscription": path})
+        return True
 
-    def _start_pull(self) -> None:
-        self._future = self._subscriber.subscribe(
-            self._path,
-            callback=self._receive,
-            flow_control=FlowControl(max_messages=10_000, max_bytes=100 * 1024 * 1024),
-        )
-        self._future.add_done_callback(self._pull_ended)
-        self._healthy.set()
-
-    def _receive(self, message: Any) -> None:
-        # Acknowledge first: a live channel has no use for redelivery; what a
-        # stream misses it recovers from Firestore.
-        message.ack()
-        try:
-            decoded = ChannelMessage.decode(message.data, message.attributes)
-        except (ValueError, UnicodeDecodeError):
-            logger.warning("dropping malformed channel message", extra={"message_id": message.message_id})
+    def deliver(self, received: Sequence[Any]) -> None:
+        batch: list[ChannelMessage] = []
+        for item in received:
+            message = item.message
+            try:
+                batch.append(ChannelMessage.decode(message.data, message.attributes))
+            except (ValueError, UnicodeDecodeError):
+                logger.warning("dropping malformed channel message", extra={"message_id": message.message_id})
+        if not batch:
             return
         try:
-            self._handler(decoded)
+            self._handler(batch)
         except Exception:
-            logger.exception("channel handler failed", extra={"message_id": message.message_id})
+            logger.exception("channel handler failed")
 
-    def _pull_ended(self, future: Any) -> None:
-        self._healthy.clear()
-        if self._closed.is_set():
+    def gap(self) -> None:
+        if self._on_gap is not None:
+            self._on_gap()
+
+    def close(self, deadline: float | None = None) -> None:
+        """Stop pulling and delete the inbox and both subscriptions, within ``deadline`` (monotonic)."""
+        if self.closed.is_set():
             return
-        logger.warning("channel stream pull ended; re-establishing", extra={"error": repr(future.exception())})
-        threading.Thread(target=self._reestablish, name="resubscribe", daemon=True).start()
+        self.closed.set()
+        deadline = deadline if deadline is not None else time.monotonic() + 3 * _CLOSE_CALL_SECONDS
+        for stream in self._streams:
+            stream.cancel()
+        subscriber = self.channel.subscriber_client()
+        publisher = self.channel.publisher_client()
+        inbox, broadcasts, topic = self._inbox, self._broadcasts, self._inbox_topic
 
-    def _reestablish(self) -> None:
-        attempt = 0
-        while not self._closed.is_set():
-            try:
-                self._create()
-                self._start_pull()
-            except Exception as exc:  # noqa: BLE001 - keep trying until closed
-                delay = _RESUBSCRIBE_BACKOFF[min(attempt, len(_RESUBSCRIBE_BACKOFF) - 1)]
-                attempt += 1
-                logger.warning("re-subscribe failed", extra={"error": repr(exc), "retry_in": delay})
-                self._closed.wait(delay)
+        def delete_inbox(timeout: float) -> None:
+            subscriber.delete_subscription(subscription=inbox, timeout=timeout)
+
+        def delete_broadcasts(timeout: float) -> None:
+            subscriber.delete_subscription(subscription=broadcasts, timeout=timeout)
+
+        def delete_topic(timeout: float) -> None:
+            publisher.delete_topic(topic=topic, timeout=timeout)
+
+        deletions = (
+            ("subscription", inbox, delete_inbox),
+            ("subscription", broadcasts, delete_broadcasts),
+            ("topic", topic, delete_topic),
+        )
+        for kind, path, delete in deletions:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                logger.warning("no time left to delete a channel resource", extra={"resource": path})
                 continue
-            if self._on_gap is not None:
-                self._on_gap()
-            return
-
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        if self._future is not None:
-            self._future.cancel()
             try:
-                self._future.result(timeout=5)
-            except Exception:  # noqa: BLE001, S110 - cancelled pulls end with an error by design
+                delete(min(_CLOSE_CALL_SECONDS, remaining))
+                logger.info(f"channel {kind} deleted", extra={"resource": path})
+            except gexc.NotFound:
                 pass
-        try:
-            self._subscriber.delete_subscription(subscription=self._path, timeout=5)
-            logger.info("channel subscription deleted", extra={"subscription": self._path})
-        except gexc.NotFound:
-            pass
-        except gexc.GoogleAPIError as exc:
-            # It expires by itself; the cleanup function also removes orphans.
-            logger.warning("could not delete channel subscription", extra={"error": repr(exc)})
+            except Exception as exc:  # noqa: BLE001 - it expires by itself; cleanup also removes orphans
+                logger.warning(f"could not delete channel {kind}", extra={"resource": path, "error": repr(exc)[:300]})
+        for stream in self._streams:
+            stream.join(max(0.0, min(0.5, deadline - time.monotonic())))
 
 
 class PubSubDeadLetters(DeadLetterSink):
     def __init__(self, channel: PubSubChannel, topic: str) -> None:
         self._channel = channel
-        self._topic_path = f"projects/{channel._project_id}/topics/{topic}"
+        self._topic_path = f"projects/{channel.project_id}/topics/{topic}"
 
     def send(self, data: bytes, attributes: Mapping[str, str]) -> None:
-        publisher = self._channel._publisher_client()
+        publisher = self._channel.publisher_client()
         try:
-            future = publisher.publish(self._topic_path, data, timeout=self._channel._timeout, **attributes)
-            future.result(timeout=self._channel._timeout)
+            future = publisher.publish(self._topic_path, data, timeout=self._channel.timeout, **attributes)
+            future.result(timeout=self._channel.timeout)
         except Exception as exc:
             if _transient(exc) or isinstance(exc, futures.TimeoutError):
                 raise BackendUnavailable(f"dead-letter publish failed: {exc!r}") from exc

@@ -23,7 +23,12 @@ from devtools.emulators import free_port
 from functions.cleanup.context import CleanupReport
 from functions.cleanup.registry_pass import SIGHTINGS
 from functions.cleanup.run import run_cleanup
-from shared.backends.pubsub_channel import ensure_topics, instance_subscription_id
+from shared.backends.pubsub_channel import (
+    broadcast_subscription_id,
+    ensure_topics,
+    instance_subscription_id,
+    instance_topic_id,
+)
 from shared.config import Settings, load_settings
 from tests.conftest import EmulatorPair
 from tests.support.processes import start_function
@@ -39,6 +44,7 @@ class World:
     settings: Settings
     db: Any
     subscriber: Any
+    publisher: Any
     now: datetime
 
     def env(self) -> dict[str, str]:
@@ -48,11 +54,25 @@ class World:
         return self.now - timedelta(seconds=seconds)
 
     def subscription(self, instance_id: str) -> str:
+        """What a stream instance creates at start: its inbox topic, a subscription on it, one on broadcasts."""
+        inbox = f"projects/{self.project}/topics/{instance_topic_id(instance_id)}"
+        self.publisher.create_topic(name=inbox)
         path = f"projects/{self.project}/subscriptions/{instance_subscription_id(instance_id)}"
+        self.subscriber.create_subscription(request={"name": path, "topic": inbox})
         self.subscriber.create_subscription(
-            request={"name": path, "topic": f"projects/{self.project}/topics/{self.settings.notifications_topic}"}
+            request={
+                "name": f"projects/{self.project}/subscriptions/{broadcast_subscription_id(instance_id)}",
+                "topic": f"projects/{self.project}/topics/{self.settings.notifications_topic}",
+            }
         )
         return path
+
+    def topics(self) -> set[str]:
+        return {
+            t.name.rsplit("/", 1)[-1]
+            for t in self.publisher.list_topics(request={"project": f"projects/{self.project}"})
+            if t.name.rsplit("/", 1)[-1] != self.settings.notifications_topic
+        }
 
     def instance(self, instance_id: str, heartbeat_age: float) -> str:
         path = self.subscription(instance_id)
@@ -95,7 +115,7 @@ class World:
         return len(list(self.db.collection_group(group).select([]).stream()))
 
     def run(self, budget: float = 30.0, **kwargs: Any) -> CleanupReport:
-        return run_cleanup(self.db, self.subscriber, self.settings, budget, **kwargs)
+        return run_cleanup(self.db, self.subscriber, self.settings, budget, publisher=self.publisher, **kwargs)
 
 
 @pytest.fixture
@@ -105,7 +125,9 @@ def world(emulators: EmulatorPair) -> Iterator[World]:
     ensure_topics(project, [settings.notifications_topic])
     db = firestore.Client(project=project)
     subscriber = pubsub_v1.SubscriberClient()
-    yield World(project, settings, db, subscriber, datetime.now(UTC))
+    publisher = pubsub_v1.PublisherClient()
+    yield World(project, settings, db, subscriber, publisher, datetime.now(UTC))
+    publisher.stop()
     subscriber.close()
     db.close()
 
@@ -136,7 +158,15 @@ def test_only_stale_old_and_orphan_things_go(world: World) -> None:
     report = world.run()
 
     assert report.complete is True
-    assert report.removed == {"instances": 1, "connections": 3, "notifications": 3, "event_keys": 3, "subscriptions": 2}
+    # Two subscriptions and an inbox topic for each of stale-1 and orphan-old.
+    assert report.removed == {
+        "instances": 1,
+        "connections": 3,
+        "notifications": 3,
+        "event_keys": 3,
+        "subscriptions": 4,
+        "topics": 2,
+    }
     instances = {s.id for s in world.db.collection("stream_instances").stream()}
     assert instances == {"fresh-1"}
     u1 = world.live_entries("u1")
@@ -147,7 +177,9 @@ def test_only_stale_old_and_orphan_things_go(world: World) -> None:
     u4 = world.live_entries("u4")
     assert u4 is not None and set(u4["live"]) == {"c6"}
     assert world.count("notifications") == 2 and world.count("event_keys") == 2
-    assert world.subscriptions() == {instance_subscription_id(i) for i in ("fresh-1", "orphan-new")}
+    kept = ("fresh-1", "orphan-new")
+    assert world.subscriptions() == {f(i) for i in kept for f in (instance_subscription_id, broadcast_subscription_id)}
+    assert world.topics() == {instance_topic_id(i) for i in kept}
     # The new orphan is now remembered as missing, not deleted.
     sighting = world.db.collection(SIGHTINGS).document(instance_subscription_id("orphan-new")).get()
     assert sighting.exists and sighting.get("missing_since") >= world.now - timedelta(seconds=1)
@@ -180,7 +212,7 @@ def test_a_zero_budget_returns_a_valid_report_and_deletes_nothing(world: World) 
     body = json.loads(json.dumps(report.to_dict()))
     assert body["complete"] is False
     assert body["removed"] == dict.fromkeys(
-        ("instances", "connections", "notifications", "event_keys", "subscriptions"), 0
+        ("instances", "connections", "notifications", "event_keys", "subscriptions", "topics"), 0
     )
     assert isinstance(body["elapsed_seconds"], float)
     assert world.count("notifications") == 5
@@ -215,10 +247,17 @@ def test_two_concurrent_runs_both_succeed_and_remove_each_thing_once(world: Worl
     assert errors == [] and len(reports) == 2
     assert all(r.complete for r in reports)
     total = {key: sum(r.removed[key] for r in reports) for key in reports[0].removed}
-    assert total == {"instances": 12, "connections": 40, "notifications": 120, "event_keys": 120, "subscriptions": 12}
+    assert total == {
+        "instances": 12,
+        "connections": 40,
+        "notifications": 120,
+        "event_keys": 120,
+        "subscriptions": 24,
+        "topics": 12,
+    }
     assert list(world.db.collection("stream_instances").stream()) == []
     assert list(world.db.collection("connections").stream()) == []
-    assert world.subscriptions() == set()
+    assert world.subscriptions() == set() and world.topics() == set()
 
 
 def test_the_function_over_http_reports_counts_and_logs_the_trace(world: World, emulators: EmulatorPair) -> None:
@@ -243,7 +282,7 @@ def test_the_function_over_http_reports_counts_and_logs_the_trace(world: World, 
         body = response.json()
         assert body["complete"] is True
         assert body["removed"]["instances"] == 1 and body["removed"]["notifications"] == 3
-        assert body["removed"]["subscriptions"] == 2
+        assert body["removed"]["subscriptions"] == 4 and body["removed"]["topics"] == 2
     finally:
         server.stop()
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
@@ -299,4 +338,11 @@ def test_a_run_cut_short_leaves_a_consistent_state_that_the_next_run_finishes(wo
     second = world.run()
     assert second.complete is True
     total = {k: first.removed[k] + second.removed[k] for k in first.removed}
-    assert total == {"instances": 10, "connections": 60, "notifications": 0, "event_keys": 0, "subscriptions": 10}
+    assert total == {
+        "instances": 10,
+        "connections": 60,
+        "notifications": 0,
+        "event_keys": 0,
+        "subscriptions": 20,
+        "topics": 10,
+    }

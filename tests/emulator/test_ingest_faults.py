@@ -38,7 +38,7 @@ def private_firestore(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[emulato
 def test_firestore_down_raises_then_the_same_event_is_stored_once(
     private_firestore: tuple[emulator_tools.Emulator, FirestoreStore],
     settings: Settings,
-    channel_tap: PullSubscription,
+    broadcast_tap: PullSubscription,
     user_id: str,
 ) -> None:
     emulator, store = private_firestore
@@ -65,7 +65,8 @@ def test_firestore_down_raises_then_the_same_event_is_stored_once(
     )
     assert ingest(message, backends, quick) is Outcome.DUPLICATE
     assert len(store.page(user_id, 10).notifications) == 1
-    published = channel_tap.pull(1, timeout=10) + channel_tap.drain(settle=1.0)
+    # This channel has no router, so it publishes to every instance.
+    published = broadcast_tap.pull(1, timeout=10) + broadcast_tap.drain(settle=1.0)
     assert {m.json()["data"]["id"] for m in published} == {store.page(user_id, 10).notifications[0].id}
     assert dead_letters.messages == []
     backends.channel.close()

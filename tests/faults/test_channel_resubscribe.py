@@ -34,7 +34,9 @@ def test_subscription_survives_an_emulator_restart(private_pubsub: emulator_tool
     channel = PubSubChannel(PROJECT, TOPIC, timeout=3)
     received: list[int] = []
     gap = threading.Event()
-    subscription = channel.subscribe(new_instance_id(), lambda m: received.append(m.data["n"]), on_gap=gap.set)
+    subscription = channel.subscribe(
+        new_instance_id(), lambda batch: received.extend(m.data["n"] for m in batch), on_gap=gap.set
+    )
     try:
         channel.publish(ChannelMessage("u1", "notification", {"n": 1}))
         wait_for(lambda: 1 in received, what="delivery before the outage")
@@ -44,7 +46,8 @@ def test_subscription_survives_an_emulator_restart(private_pubsub: emulator_tool
         ensure_topics(PROJECT, [TOPIC])  # the emulator forgets everything; real Pub/Sub keeps topics
 
         assert gap.wait(60), "the gap is reported so streams can replay what they missed"
-        assert subscription.healthy()
+        # Its two pulls (inbox, broadcasts) come back independently.
+        wait_for(subscription.healthy, timeout=30, what="both pulls of the subscription to be back")
 
         def published_after_restart() -> bool:
             # Publishing may fail while the publisher's channel reconnects; a caller retries.

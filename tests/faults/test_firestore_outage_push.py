@@ -9,7 +9,6 @@ stored exactly once and announced on the channel; nothing is dead-lettered.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 
@@ -78,11 +77,12 @@ def test_events_pushed_while_firestore_is_down_are_stored_once_after_recovery(
         # Pub/Sub may still redeliver some (a delivery that timed out while it was being stored).
         published = channel_tap.drain(settle=2.0)
         assert Counter(titles()) == Counter(e["title"] for e in events), "each stored exactly once"
-        stored_ids = {n.id for n in store.page(user, 100).notifications}
-        assert {m.json()["data"]["id"] for m in published} == stored_ids, "each announced on the channel"
+        # The user has no open stream (the restarted emulator kept no registry either), so
+        # routing sends nothing, not even to every instance: the registry was readable.
+        # Announcement to a user's stream: tests/stream/test_routing.py.
+        assert published == [], "no channel message for a user without a stream"
         assert dead_letter_tap.drain(settle=0.5) == [], "nothing dead-lettered"
         assert "dead-lettered" not in ingest.log()
-        assert json.loads(published[0].data)["user_id"] == user
     finally:
         push.delete()
         channel_tap.delete()

@@ -104,7 +104,16 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
         (f"serviceAccount:{SA['notif-stream']}", f"projects/{PROJECT}/roles/notificationsStreamSubscriptions"),
         (f"serviceAccount:{SA['notif-cleanup']}", "roles/datastore.user"),
         (f"serviceAccount:{SA['notif-cleanup']}", f"projects/{PROJECT}/roles/notificationsCleanupSubscriptions"),
+        (f"serviceAccount:{SA['notif-ingest']}", "roles/pubsub.publisher"),
+        (f"serviceAccount:{SA['notif-stream']}", "roles/pubsub.publisher"),
     }, "no broad project role (editor, pubsub.editor, ...) and nothing for the scheduler at project level"
+    # Publishing at project level only to the stream instances' inboxes, by an IAM condition.
+    for call in run.find("projects", "add-iam-policy-binding", PROJECT):
+        if flag(call, "role") == "roles/pubsub.publisher":
+            condition = flag(call, "condition")
+            assert f'resource.name.startsWith("projects/{PROJECT}/topics/stream-instance-")' in condition
+        else:
+            assert flag(call, "condition") == "None"
     topic_roles = {
         (c.argv[3], flag(c, "member"), flag(c, "role")) for c in run.find("pubsub", "topics", "add-iam-policy-binding")
     }
@@ -118,8 +127,11 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     assert not any(t == "content-generation-events" for t, _, _ in topic_roles), "nobody of ours publishes events"
     stream_role = run.one("iam", "roles", "create", "notificationsStreamSubscriptions")
     assert "pubsub.subscriptions.create" in flag(stream_role, "permissions")
+    assert {"pubsub.topics.create", "pubsub.topics.delete"} <= set(flag(stream_role, "permissions").split(","))
     cleanup_role = run.one("iam", "roles", "create", "notificationsCleanupSubscriptions")
     assert set(flag(cleanup_role, "permissions").split(",")) == {
+        "pubsub.topics.list",
+        "pubsub.topics.delete",
         "pubsub.subscriptions.list",
         "pubsub.subscriptions.get",
         "pubsub.subscriptions.delete",

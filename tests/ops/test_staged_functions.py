@@ -136,6 +136,7 @@ def test_staged_cleanup_answers_json(
         "notifications",
         "event_keys",
         "subscriptions",
+        "topics",
     }
 
 

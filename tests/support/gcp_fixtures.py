@@ -16,7 +16,7 @@ from functions.stream.config import StreamSettings, load_stream_settings
 from shared.backends.pubsub_channel import ensure_topics
 from tests.conftest import EmulatorPair
 from tests.support.processes import ServerProcess, start_function
-from tests.support.pubsub import PullSubscription
+from tests.support.pubsub import InstanceTap, PullSubscription
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +48,16 @@ def push_subscription(settings: StreamSettings, ingest_server: ServerProcess) ->
 
 
 @pytest.fixture
-def channel_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
-    """Everything published on the live channel from now on."""
+def channel_tap(settings: StreamSettings, user_id: str) -> Iterator[PullSubscription]:
+    """Everything routed on the live channel from now on to a stream instance holding ``user_id``'s stream."""
+    subscription = InstanceTap(settings.project_id, [user_id])
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def broadcast_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
+    """Everything published to every stream instance (broadcasts, and the fallback when routing cannot)."""
     subscription = PullSubscription(settings.project_id, settings.notifications_topic)
     yield subscription
     subscription.delete()

@@ -94,3 +94,40 @@ def push_envelope(data: bytes, attributes: dict[str, str], message_id: str, subs
         },
         "subscription": subscription,
     }
+
+
+class InstanceTap(PullSubscription):
+    """A stand-in stream instance that holds a stream of each of ``users``, as the routed channel sees it.
+
+    It has an inbox topic and a pull subscription on it, and the registry names
+    it in each user's ``connections`` document, so publishers route those users'
+    messages here (and no other user's).
+    """
+
+    def __init__(self, project: str, users: list[str]) -> None:
+        from google.cloud import firestore
+
+        from shared.backends import firestore_registry as registry
+        from shared.backends.pubsub_channel import instance_topic_id
+
+        self.instance_id = f"tap-{uuid.uuid4().hex[:10]}"
+        self.topic = instance_topic_id(self.instance_id)
+        self._publisher = pubsub_v1.PublisherClient()
+        self._publisher.create_topic(name=f"projects/{project}/topics/{self.topic}")
+        super().__init__(project, self.topic)
+        self._db = firestore.Client(project=project)
+        self._refs = [self._db.collection(registry.CONNECTIONS).document(user) for user in users]
+        live = {f"tap-{uuid.uuid4().hex[:8]}": {"instance": self.instance_id, "opened_at": time.time()}}
+        for ref in self._refs:
+            ref.set(registry.connections_document(live, firestore.SERVER_TIMESTAMP))
+
+    def delete(self) -> None:
+        for ref in self._refs:
+            ref.delete()
+        super().delete()
+        try:
+            self._publisher.delete_topic(topic=f"{self.path.split('/subscriptions/')[0]}/topics/{self.topic}")
+        except gexc.NotFound:
+            pass
+        self._publisher.stop()
+        self._db.close()  # type: ignore[no-untyped-call]

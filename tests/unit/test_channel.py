@@ -42,7 +42,7 @@ def test_attribute_contradicting_body_is_refused() -> None:
 def test_redis_shaped_api_publishes_to_subscribers() -> None:
     channel = MemoryChannel()
     received: list[ChannelMessage] = []
-    subscription = channel.subscribe("instance-a", received.append)
+    subscription = channel.subscribe("instance-a", received.extend)
     assert channel.publish_notification("u1", {"id": "a"}) is True
     assert channel.publish_batch([("u2", {"id": "b"}), ("u3", {"id": "c"})]) == 2
     assert [(m.user_id, m.data["id"]) for m in received] == [("u1", "a"), ("u2", "b"), ("u3", "c")]
