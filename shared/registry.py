@@ -46,5 +46,3 @@ class ConnectionRegistry(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Clean shutdown: this instance's streams stop counting at once."""
-
-

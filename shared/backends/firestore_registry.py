@@ -137,9 +137,7 @@ class FirestoreRegistry(ConnectionRegistry):
         now = datetime.now(UTC)
         self._started_at = now
         with _backend("instance start"):
-            self._instance_ref(self.instance_id).set(
-                instance_document(now, now, subscription), timeout=self._timeout
-            )
+            self._instance_ref(self.instance_id).set(instance_document(now, now, subscription), timeout=self._timeout)
 
     def heartbeat(self) -> None:
         now = datetime.now(UTC)
@@ -324,9 +322,7 @@ def idle_connections_query(client: Any, stale_before: datetime, limit: int) -> A
     )
 
 
-def instance_states(
-    client: Any, instance_ids: Iterable[str], stale_before: datetime, **read: Any
-) -> dict[str, str]:
+def instance_states(client: Any, instance_ids: Iterable[str], stale_before: datetime, **read: Any) -> dict[str, str]:
     """FRESH, STALE or MISSING for each instance id; ``read``: transaction= or retry=/timeout=."""
     ids = sorted(set(instance_ids))
     if not ids:
