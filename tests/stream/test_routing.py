@@ -13,6 +13,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -101,18 +102,26 @@ def _titles(stream: EventStream) -> list[str]:
     return [e.json()["title"] for e in stream.of_type("notification")]
 
 
+@contextmanager
+def _streams(*where: tuple[ServerProcess, str]) -> Iterator[list[EventStream]]:
+    """One open stream per (server, user), each past its ``connection.established``."""
+    streams = [EventStream(server.url + STREAM, token=token_for(user)) for server, user in where]
+    try:
+        for stream in streams:
+            stream.wait_event("connection.established")
+        yield streams
+    finally:
+        for stream in streams:
+            stream.close()
+
+
 def test_each_process_receives_only_its_users_messages(
     pair: tuple[ServerProcess, ServerProcess], quick: Settings
 ) -> None:
     first, second = pair
     alice, bob, carol = (f"route-{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "bob", "carol"))
     backends = _backends(quick, None)
-    with (
-        EventStream(first.url + STREAM, token=token_for(alice)) as on_first,
-        EventStream(second.url + STREAM, token=token_for(bob)) as on_second,
-    ):
-        on_first.wait_event("connection.established")
-        on_second.wait_event("connection.established")
+    with _streams((first, alice), (second, bob)) as (on_first, on_second):
         before = (_received(first), _received(second))
         for n in range(3):
             _ingest(backends, quick, alice, f"alice {n}")
@@ -133,14 +142,8 @@ def test_a_user_on_two_instances_gets_each_message_on_both(
 ) -> None:
     first, second = pair
     user = f"route-both-{uuid.uuid4().hex[:6]}"
-    token = token_for(user)
     backends = _backends(quick, None)
-    with (
-        EventStream(first.url + STREAM, token=token) as on_first,
-        EventStream(second.url + STREAM, token=token) as on_second,
-    ):
-        on_first.wait_event("connection.established")
-        on_second.wait_event("connection.established")
+    with _streams((first, user), (second, user)) as (on_first, on_second):
         _ingest(backends, quick, user, "everywhere")
         for stream in (on_first, on_second):
             stream.wait_for(lambda e: e.event == "notification" and e.json()["title"] == "everywhere", 20)
@@ -157,12 +160,7 @@ def test_broadcasts_and_the_fallback_reach_every_instance(
         raise BackendUnavailable("registry down (test)")
 
     backends = _backends(quick, unreadable)
-    with (
-        EventStream(first.url + STREAM, token=token_for(alice)) as on_first,
-        EventStream(second.url + STREAM, token=token_for(bob)) as on_second,
-    ):
-        on_first.wait_event("connection.established")
-        on_second.wait_event("connection.established")
+    with _streams((first, alice), (second, bob)) as (on_first, on_second):
         before = (_received(first), _received(second))
         # The registry cannot be read: every instance gets the message, the right stream shows it.
         _ingest(backends, quick, alice, "fallback")
