@@ -19,7 +19,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
 from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
-from functions.stream.session import RECENT_IDS, StreamSession
+from functions.stream.hub import HEAD
+from functions.stream.session import StreamSession
 from shared import ids
 from shared.errors import BackendUnavailable
 from shared.logs import reset_trace, set_trace
@@ -40,9 +41,21 @@ STREAM_HEADERS = [
 ]
 
 
-def _baseline_id(now: float) -> str:
-    """An id just below every notification persisted from ``now`` on (a few seconds of clock slack)."""
-    return f"{max(0, int((now - 5) * 1_000_000)):014x}" + "0" * 10
+def _baseline_id() -> str:
+    """The cursor of a stream opened without Last-Event-ID: every change committed from about now on.
+
+    ``HEAD`` is resolved to the feed's head by the first replay, which runs
+    after the stream is registered: a change committed before that read is in
+    the history the client loaded, one committed after it is published after
+    the stream listens. No clock is involved.
+    """
+    return HEAD
+
+
+def _valid_cursor(value: str) -> bool:
+    # A notification id is what clients from before change numbers send: accepted,
+    # and answered with replay.truncated (they reload the history).
+    return ids.parse_cursor(value) is not None or ids.is_valid_id(value)
 
 
 class StreamEndpoint:
@@ -92,8 +105,8 @@ class StreamEndpoint:
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")
         if last_event_id is not None:
-            if not ids.is_valid_id(last_event_id):
-                raise ApiError(400, "bad_request", "Last-Event-ID must be a notification id (24 hex digits)")
+            if not _valid_cursor(last_event_id):
+                raise ApiError(400, "bad_request", "Last-Event-ID must be a cursor sent by this stream")
         hub = service.hub
         if hub is None or hub.shutting_down:
             raise unavailable("the service is shutting down")
@@ -110,29 +123,25 @@ class StreamEndpoint:
                 {"Retry-After": str(max(1, int(settings.sse_heartbeat_interval * 2)))},
             )
         session = StreamSession(
-            claims.user_id,
-            connection_id,
-            settings.sse_send_queue_size,
-            _baseline_id(now),
-            recent_ids=max(RECENT_IDS, 2 * settings.sse_max_backlog_messages),
+            claims.user_id, connection_id, settings.sse_send_queue_size, last_event_id or _baseline_id()
         )
         session.push(
             sse.established(connection_id, claims.user_id, settings.sse_heartbeat_interval, settings.sse_retry_ms),
             force=True,
         )
-        # Registered before the replay query, so nothing published meanwhile is lost.
-        session.replaying = last_event_id is not None
+        # Registered before the replay query, so nothing published meanwhile is lost;
+        # the replay also places a stream without Last-Event-ID at the feed's head.
+        session.replaying = True
         hub.add(session)
-        if last_event_id is not None:
-            try:
-                await hub.replay(session, last_event_id, announce_truncation=True)
-            except BackendUnavailable as exc:
-                await service.forget(session)
-                logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
-                raise unavailable("notification store unavailable") from None
-            except BaseException:
-                await service.forget(session)
-                raise
+        try:
+            await hub.replay(session, session.baseline_id, announce_truncation=True)
+        except BackendUnavailable as exc:
+            await service.forget(session)
+            logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
+            raise unavailable("notification store unavailable") from None
+        except BaseException:
+            await service.forget(session)
+            raise
         if claims.expires_at < now + settings.sse_max_stream_seconds:
             return session, claims.expires_at, "token_expired"
         return session, now + settings.sse_max_stream_seconds, "max_duration"
