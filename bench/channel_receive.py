@@ -1,6 +1,6 @@
 """CPU a stream process spends receiving one channel message, before and after the lean receive path.
 
-    .venv/bin/python -m bench.channel_receive [--messages 20000] [--rate 1000]
+    .venv/bin/python -m bench.channel_receive [--messages 20000] [--rate 1000]  # writes bench/channel_receive.json
 
 Side by side in one run, on the Pub/Sub emulator, two receiver processes take
 the same messages, each from its own subscription:
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="CPU per received channel message, client vs lean")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "channel_receive.json"))
     parser.add_argument("--receiver", choices=("client", "lean"), help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -172,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "receivers": results,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    with open(args.out, "w") as out:
+        out.write(text)
+    sys.stdout.write(text)
     return 0
 
 

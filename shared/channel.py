@@ -53,11 +53,15 @@ class ChannelMessage:
     data: dict[str, Any]
     # Wall-clock time of publishing, so a receiver can measure fan-out latency.
     sent_at: float = field(default_factory=time.time)
-    # For every open stream of every user (SPEC section 9); ``user_id`` is then only an ordering key.
+    # The change's number in the user's feed (or in the broadcasts' when ``broadcast``).
+    seq: int | None = None
+    # For every open stream of every user (SPEC section 9); ``user_id`` is then "".
     broadcast: bool = False
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at}
+        if self.seq is not None:
+            body["seq"] = self.seq
         if self.broadcast:
             body["broadcast"] = True
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -77,8 +81,12 @@ class ChannelMessage:
         if not isinstance(body, dict) or body.get("type") not in MESSAGE_TYPES:
             raise ValueError("not a channel message")
         user_id = body.get("user_id")
-        if not isinstance(user_id, str) or not user_id or not isinstance(body.get("data"), dict):
+        broadcast = body.get("broadcast") is True
+        if not isinstance(user_id, str) or not (user_id or broadcast) or not isinstance(body.get("data"), dict):
             raise ValueError("channel message without user_id or data")
+        seq = body.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+            raise ValueError("channel message with a bad seq")
         if attributes and attributes.get("user_id") not in (None, user_id):
             raise ValueError("channel message whose attribute user_id contradicts its body")
         sent_at = body.get("sent_at")
@@ -87,7 +95,8 @@ class ChannelMessage:
             type=body["type"],
             data=body["data"],
             sent_at=float(sent_at) if isinstance(sent_at, int | float) else time.time(),
-            broadcast=body.get("broadcast") is True,
+            seq=seq,
+            broadcast=broadcast,
         )
 
 

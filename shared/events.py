@@ -46,8 +46,10 @@ _KNOWN_FIELDS = frozenset(
         "metadata",
         "timestamp",
         "event_id",
+        "audience",
     }
 )
+AUDIENCES = ("user", "all")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ContentEvent:
     progress_percentage: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     timestamp: datetime | None = None
+    # "all": a broadcast (SPEC section 9), whose user_id is "".
+    audience: str = "user"
 
 
 def validate_user_id(user_id: object, source: str = "user_id") -> str:
@@ -103,7 +107,8 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
     if event_type not in EVENT_TYPES:
         raise InvalidEventError(f"event_type {event_type[:100]!r} is not one of the known types")
 
-    user_id = _user_id(body, attributes)
+    audience = _audience(body, attributes)
+    user_id = _user_id(body, attributes) if audience == "user" else _no_user_id(body, attributes)
     title = _required_string(body, "title", 1, MAX_TITLE)
     message = _required_string(body, "message", 0, MAX_MESSAGE)
     content_request_id = _optional_string(body, "content_request_id", MAX_CONTENT_REQUEST_ID)
@@ -125,6 +130,7 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
         progress_percentage=progress,
         metadata=metadata,
         timestamp=timestamp,
+        audience=audience,
     )
 
 
@@ -193,6 +199,24 @@ def _user_id(body: Mapping[str, Any], attributes: Mapping[str, str]) -> str:
     if in_body is not None and in_attributes is not None and in_body != in_attributes:
         raise InvalidEventError("attribute user_id contradicts body user_id")
     return in_body if in_body is not None else in_attributes  # type: ignore[return-value]
+
+
+def _audience(body: Mapping[str, Any], attributes: Mapping[str, str]) -> str:
+    value = body.get("audience")
+    if value is not None and value not in AUDIENCES:
+        raise InvalidEventError(f"audience must be \"user\" or \"all\", got {str(value)[:50]!r}")
+    in_attributes = attributes.get("audience")
+    if in_attributes is not None and in_attributes not in AUDIENCES:
+        raise InvalidEventError(f"attribute audience must be \"user\" or \"all\", got {in_attributes[:50]!r}")
+    if value is not None and in_attributes is not None and value != in_attributes:
+        raise InvalidEventError("attribute audience contradicts body audience")
+    return str(value or in_attributes or "user")
+
+
+def _no_user_id(body: Mapping[str, Any], attributes: Mapping[str, str]) -> str:
+    if body.get("user_id") is not None or attributes.get("user_id") is not None:
+        raise InvalidEventError('a broadcast (audience "all") has no user_id')
+    return ""
 
 
 def _progress(body: Mapping[str, Any]) -> int | None:

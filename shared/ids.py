@@ -28,6 +28,15 @@ def event_key(user_id: str, event_id: str) -> str:
     return hashlib.sha256(f"{user_id}\x00{event_id}".encode()).hexdigest()[:40]
 
 
+def request_key(user_id: str, content_request_id: str) -> str:
+    """The collapse key of a content request: one notification per (user, request).
+
+    An ``r`` and 39 hex digits, so it can never equal an event key (40 hex digits)
+    in the collection both live in.
+    """
+    return "r" + hashlib.sha256(f"{user_id}\x00{content_request_id}".encode()).hexdigest()[:39]
+
+
 def _next_micros(now_micros: int | None) -> int:
     global _last_micros
     with _lock:
@@ -51,6 +60,26 @@ def id_micros(notification_id: str) -> int:
 
 def is_valid_id(value: str) -> bool:
     return bool(_ID_PATTERN.fullmatch(value))
+
+
+_CURSOR_PATTERN = re.compile(r"([0-9a-f]{1,15})-([0-9a-f]{1,15})")
+
+
+def format_cursor(user_seq: int, broadcast_seq: int) -> str:
+    """A position in a user's feed: how many of the user's changes and of the broadcasts it has seen.
+
+    Both are dense sequence numbers (see shared/feed.py), so a reader that holds
+    change n and receives n + 2 knows it is missing n + 1.
+    """
+    return f"{user_seq:x}-{broadcast_seq:x}"
+
+
+def parse_cursor(value: str) -> tuple[int, int] | None:
+    """The (user, broadcast) positions of a cursor, or None when it is not one."""
+    match = _CURSOR_PATTERN.fullmatch(value)
+    if match is None:
+        return None
+    return int(match.group(1), 16), int(match.group(2), 16)
 
 
 def new_instance_id() -> str:

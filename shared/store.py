@@ -1,10 +1,17 @@
-"""Where notifications live: the interface every backend implements."""
+"""Where notifications live: the interface every backend implements.
+
+A user's feed is their notifications plus the broadcasts (stored once, with
+the user's read/deleted state kept per user), and a change log: every change
+has a number in the user's sequence (or, for a new broadcast, in the
+broadcasts' sequence). See shared/feed.py for the rules both backends follow.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from shared.feed import Applied, Change, FeedHead
 from shared.notification import NewNotification, Notification
 
 MAX_PAGE = 100
@@ -17,37 +24,61 @@ class Page:
 
 
 class NotificationStore(ABC):
-    """Per-user notifications, ordered by id. Every method may raise BackendUnavailable."""
+    """Per-user feeds, ordered by id. Every method may raise BackendUnavailable."""
 
     @abstractmethod
-    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
-        """Store ``new`` unless its event was stored before.
+    def apply(self, new: NewNotification) -> Applied:
+        """Apply one event: create its notification, collapse it into its request's one, or do nothing.
 
-        Returns the stored notification and whether this call created it. A
-        notification whose event was stored before but which its user has since
-        deleted comes back as None: a redelivery never resurrects it.
+        Idempotent: the same event applied any number of times is one change.
+        A notification its user deleted is never resurrected by a later event.
+        A broadcast (``new.notification.broadcast``) is stored once for everyone.
         """
 
     @abstractmethod
     def page(self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False) -> Page:
-        """Newest first; ``cursor`` is the id after which the page starts."""
+        """Newest first, the user's notifications and the broadcasts they have not deleted.
+
+        ``cursor`` is the id after which the page starts.
+        """
 
     @abstractmethod
-    def after(self, user_id: str, after_id: str, limit: int) -> list[Notification]:
-        """Oldest first, every notification with an id greater than ``after_id``."""
+    def head(self, user_id: str) -> FeedHead:
+        """The numbers of the user's last change and of the last broadcast, and the user's mutes."""
 
     @abstractmethod
-    def unread_count(self, user_id: str) -> int: ...
+    def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
+        """Oldest first, the user's changes numbered above ``after_seq`` (expired ones are gone)."""
 
     @abstractmethod
-    def set_read(self, user_id: str, ids: list[str] | None, read: bool) -> list[str]:
-        """Mark the given ids (None: all) read or unread; returns the ids that changed."""
+    def broadcast_changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
+        """Oldest first, the broadcasts numbered above ``after_seq`` as this user sees them.
+
+        A broadcast the user has deleted comes as a ``notification.deleted`` of its id.
+        """
 
     @abstractmethod
-    def delete(self, user_id: str, notification_id: str) -> bool: ...
+    def unread_count(self, user_id: str) -> int:
+        """Unread notifications and broadcasts, not counting the user's muted event types."""
 
     @abstractmethod
-    def delete_all(self, user_id: str) -> int: ...
+    def set_read(self, user_id: str, ids: list[str] | None, read: bool) -> list[Change]:
+        """Mark the given ids (None: all) read or unread; the changes made (empty: nothing changed)."""
+
+    @abstractmethod
+    def delete(self, user_id: str, notification_id: str) -> Change | None:
+        """Delete one notification (or hide one broadcast for this user); None when there is none."""
+
+    @abstractmethod
+    def delete_all(self, user_id: str) -> tuple[int, Change | None]:
+        """Delete every notification of the user (and hide every broadcast): how many, and the change."""
+
+    @abstractmethod
+    def muted(self, user_id: str) -> frozenset[str]:
+        """The event types the user muted (SPEC section 10)."""
+
+    @abstractmethod
+    def set_muted(self, user_id: str, event_types: frozenset[str]) -> frozenset[str]: ...
 
     @abstractmethod
     def ping(self) -> None:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.backends import Backends
-from shared.channel import ChannelMessage
 from shared.config import Settings
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import parse_event
+from shared.feed import Verdict, change_message
 from shared.notification import build_notification
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,21 @@ _MAX_ATTRIBUTE = 1024  # Pub/Sub's limit on an attribute value
 
 
 class Outcome(enum.Enum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"
+    STORED = "stored"  # a new notification
+    UPDATED = "updated"  # collapsed into its content request's notification
+    DUPLICATE = "duplicate"  # a redelivery: nothing changed, the change is announced again
+    IGNORED = "ignored"  # older than the stored state, coalesced, or its notification was deleted
     DEAD_LETTERED = "dead_lettered"
+
+
+_OUTCOMES = {
+    Verdict.CREATE: Outcome.STORED,
+    Verdict.UPDATE: Outcome.UPDATED,
+    Verdict.REDELIVERED: Outcome.DUPLICATE,
+    Verdict.STALE: Outcome.IGNORED,
+    Verdict.COALESCED: Outcome.IGNORED,
+    Verdict.GONE: Outcome.IGNORED,
+}
 
 
 @dataclass(frozen=True)
@@ -82,20 +94,22 @@ def ingest(
     now = now or datetime.now(UTC)
     try:
         event = parse_event(message.data, message.attributes, message.message_id)
-        new = build_notification(event, settings.notification_retention_days, now)
+        new = build_notification(event, settings.notification_retention_days, now, event_time=message.publish_time)
     except InvalidEventError as exc:
         _dead_letter(message, backends, str(exc))
         return Outcome.DEAD_LETTERED
     try:
         try:
-            notification, created = backends.store.persist(new)
+            applied = backends.store.apply(new)
         except InvalidEventError as exc:
             _dead_letter(message, backends, str(exc))
             return Outcome.DEAD_LETTERED
-        # Published on redelivery too: the first attempt may have died between
-        # persisting and publishing. A stream drops the duplicate by id.
-        if notification is not None:
-            backends.channel.publish(ChannelMessage(notification.user_id, "notification", notification.to_dict()))
+        # Announced on redelivery too: the first attempt may have died between
+        # its commit and its publish. A stream drops a change it has by number.
+        # A muted change is logged (replay skips it) but costs no publish.
+        change = applied.change
+        if change is not None and not applied.muted:
+            backends.channel.publish(change_message(event.user_id, change))
     except Exception as exc:
         # Transient failures (and bugs, which a redelivery may not fix) are retried
         # until the event is too old, then dead-lettered: nothing retries forever.
@@ -111,16 +125,18 @@ def ingest(
         else:
             logger.exception("unexpected failure; Pub/Sub will redeliver", extra={"message_id": message.message_id})
         raise
+    outcome = _OUTCOMES[applied.verdict]
     logger.info(
-        "notification stored" if created else "duplicate delivery",
+        f"content event {applied.verdict.value}",
         extra={
             "message_id": message.message_id,
-            "notification_id": notification.id if notification else None,
+            "notification_id": applied.notification.id if applied.notification else None,
             "user_id": event.user_id,
             "event_type": event.event_type,
+            "change": change.seq if change is not None else None,
         },
     )
-    return Outcome.STORED if created else Outcome.DUPLICATE
+    return outcome
 
 
 def ingest_cloud_event(data: Any, cloud_event_id: str, backends: Backends, settings: Settings) -> Outcome:

@@ -174,6 +174,8 @@ def create_app(
         Route(f"{PREFIX}/client.js", client_js, methods=["GET"]),
         Route(f"{PREFIX}/mark-read", history("mark_read"), methods=["POST"]),
         Route(f"{PREFIX}/mark-unread", history("mark_unread"), methods=["POST"]),
+        Route(f"{PREFIX}/preferences", history("get_preferences"), methods=["GET"]),
+        Route(f"{PREFIX}/preferences", history("put_preferences"), methods=["PUT"]),
         Route(PREFIX, history("list"), methods=["GET"]),
         Route(PREFIX, history("delete_all"), methods=["DELETE"]),
         Route(f"{PREFIX}/{{notification_id}}", history("delete_one"), methods=["DELETE"]),

@@ -20,7 +20,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
 from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
-from functions.stream.session import RECENT_IDS, StreamSession
+from functions.stream.hub import HEAD
+from functions.stream.session import StreamSession
 from shared import ids
 from shared.errors import BackendUnavailable
 from shared.logs import reset_trace, set_trace
@@ -41,22 +42,23 @@ STREAM_HEADERS = [
 ]
 
 
-# Clock skew allowed between ingest instances and this one when catching up.
-CLOCK_SLACK_SECONDS = 5.0
+def _baseline_id() -> str:
+    """The cursor of a stream opened without Last-Event-ID: every change committed from about now on.
 
-
-def catch_up_from(now: float, backend_timeout: float) -> str:
-    """The id after which a new stream catches up from the store.
-
-    A publisher persists, then reads the registry, then publishes. A publisher
-    whose registry read came before this stream's registration did not route to
-    it, but its notification was stored before that read, so its id (minted
-    when its persist began, on its own clock) is at least this old: one
-    persist plus one registry read, each bounded by BACKEND_TIMEOUT_SECONDS, and
-    clock slack. The catch-up sends those again (a client de-duplicates by id).
+    ``HEAD`` is resolved to the feed's head by the first replay, which runs
+    after the stream is registered (in the registry, then in the hub). A change
+    committed before that read is in the history the client loaded (or after
+    its ``stream_cursor``, which it sends as Last-Event-ID). A change committed
+    after it was committed after the registration, and its publisher reads the
+    registry after committing, so it routes the change here. No clock is involved.
     """
-    horizon = now - 2 * backend_timeout - CLOCK_SLACK_SECONDS
-    return f"{max(0, int(horizon * 1_000_000)):014x}" + "0" * 10
+    return HEAD
+
+
+def _valid_cursor(value: str) -> bool:
+    # A notification id is what clients from before change numbers send: accepted,
+    # and answered with replay.truncated (they reload the history).
+    return ids.parse_cursor(value) is not None or ids.is_valid_id(value)
 
 
 class StreamEndpoint:
@@ -106,8 +108,8 @@ class StreamEndpoint:
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")
         if last_event_id is not None:
-            if not ids.is_valid_id(last_event_id):
-                raise ApiError(400, "bad_request", "Last-Event-ID must be a notification id (24 hex digits)")
+            if not _valid_cursor(last_event_id):
+                raise ApiError(400, "bad_request", "Last-Event-ID must be a cursor sent by this stream")
         hub = service.hub
         if hub is None or hub.shutting_down:
             raise unavailable("the service is shutting down")
@@ -123,30 +125,21 @@ class StreamEndpoint:
                 f"at most {settings.sse_max_connections_per_user} live streams per user",
                 {"Retry-After": str(max(1, int(settings.sse_heartbeat_interval * 2)))},
             )
-        # Computed after the registry write: see catch_up_from().
-        baseline = catch_up_from(time.time(), settings.backend_timeout_seconds)
         session = StreamSession(
-            claims.user_id,
-            connection_id,
-            settings.sse_send_queue_size,
-            baseline,
-            recent_ids=max(RECENT_IDS, 2 * settings.sse_max_backlog_messages),
+            claims.user_id, connection_id, settings.sse_send_queue_size, last_event_id or _baseline_id()
         )
         session.push(
             sse.established(connection_id, claims.user_id, settings.sse_heartbeat_interval, settings.sse_retry_ms),
             force=True,
         )
-        # Registered (in the registry, then in the hub) before the store is read,
-        # so a message published from now on is either routed here or already
-        # stored; live messages wait while the replay runs and are merged by id.
+        # Registered (in the registry, then in the hub) before the store is read, so
+        # a change committed from now on is routed here; live messages wait while
+        # the replay runs. The replay also places a stream without Last-Event-ID
+        # at the feed's head.
         session.replaying = True
         hub.add(session)
         try:
-            if last_event_id is not None:
-                replay = hub.replay(session, last_event_id, announce_truncation=True)
-            else:
-                replay = hub.replay(session, baseline, announce_truncation=False)
-            await self._unless_stopping(replay)
+            await self._unless_stopping(hub.replay(session, session.baseline_id, announce_truncation=True))
         except BackendUnavailable as exc:
             await service.forget(session)
             logger.warning("replay failed: store unavailable", extra={"error": str(exc)})

@@ -1,4 +1,4 @@
-"""The history API (SPEC section 5): list, mark read/unread, delete.
+"""The history API (SPEC section 5): list, mark read/unread, delete, preferences.
 
 Every call is scoped to the user of the token: the store is only ever asked
 for that user's documents, so no request can reach another user's data. Each
@@ -16,9 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.stream.http import ApiError, authenticate, json_body, unavailable
-from shared.channel import ChannelMessage, MessageType
 from shared.errors import BackendUnavailable
-from shared.ids import is_valid_id
+from shared.events import EVENT_TYPES
+from shared.feed import Change, FeedHead, change_message
+from shared.ids import format_cursor, is_valid_id
 from shared.store import MAX_PAGE
 
 if TYPE_CHECKING:
@@ -71,6 +72,19 @@ def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
     return list(dict.fromkeys(ids))
 
 
+def _muted(body: dict[str, Any]) -> frozenset[str]:
+    unknown = set(body) - {"muted_event_types"}
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+    types = body.get("muted_event_types")
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ApiError(400, "bad_request", "muted_event_types must be an array of event types")
+    wrong = sorted(set(types) - EVENT_TYPES)
+    if wrong:
+        raise ApiError(400, "bad_request", f"unknown event type(s): {', '.join(wrong)[:200]}")
+    return frozenset(types)
+
+
 class History:
     def __init__(self, service: StreamService) -> None:
         self._service = service
@@ -82,12 +96,15 @@ class History:
             logger.warning("store unavailable", extra={"error": str(exc)})
             raise unavailable("notification store unavailable") from None
 
-    async def _announce(self, user_id: str, kind: MessageType, data: dict[str, Any]) -> None:
-        message = ChannelMessage(user_id, kind, data)
+    async def _announce(self, user_id: str, changes: list[Change]) -> None:
+        if not changes:
+            return
+        messages = [change_message(user_id, change) for change in changes]
         try:
-            await asyncio.to_thread(self._service.backends.channel.publish, message)
+            await asyncio.to_thread(self._service.backends.channel.publish_many, messages)
         except BackendUnavailable as exc:
-            # The change is stored; open streams see it on their next reload.
+            # The change is logged: a stream that receives any later change replays
+            # this one first, and a reconnect replays it.
             logger.warning("could not announce a change on the channel", extra={"error": str(exc)})
 
     async def list(self, request: Request) -> Response:
@@ -99,6 +116,9 @@ class History:
             raise ApiError(400, "bad_request", "cursor must be a next_cursor returned by this API")
         unread_only = _flag(params.get("unread_only"), "unread_only")
         store = self._service.backends.store
+        # The head is read before the page: every change after it is replayed to
+        # a stream opened with it, every change up to it is in the page.
+        head: FeedHead = await self._call(store.head, claims.user_id)
         page, unread = await asyncio.gather(
             self._call(store.page, claims.user_id, limit, cursor, unread_only),
             self._call(store.unread_count, claims.user_id),
@@ -108,16 +128,16 @@ class History:
                 "notifications": [n.to_dict() for n in page.notifications],
                 "unread_count": unread,
                 "next_cursor": page.next_cursor,
+                "stream_cursor": format_cursor(head.user_seq, head.broadcast_seq),
             }
         )
 
     async def _mark(self, request: Request, read: bool) -> Response:
         claims = authenticate(request, self._service.settings)
         ids = _ids(await json_body(request), allow_all=True)
-        changed: list[str] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
-        if changed:
-            await self._announce(claims.user_id, "notification.updated", {"ids": changed, "read": read})
-        return JSONResponse({"updated": len(changed)})
+        changes: list[Change] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
+        await self._announce(claims.user_id, changes)
+        return JSONResponse({"updated": sum(len(c.data["ids"]) for c in changes)})
 
     async def mark_read(self, request: Request) -> Response:
         return await self._mark(request, True)
@@ -130,15 +150,25 @@ class History:
         notification_id = str(request.path_params["notification_id"])
         if not is_valid_id(notification_id):
             raise ApiError(400, "bad_request", "notification id must be 24 lowercase hex digits")
-        deleted = await self._call(self._service.backends.store.delete, claims.user_id, notification_id)
-        if not deleted:
+        change = await self._call(self._service.backends.store.delete, claims.user_id, notification_id)
+        if change is None:
             raise ApiError(404, "not_found", "no such notification")
-        await self._announce(claims.user_id, "notification.deleted", {"ids": [notification_id]})
+        await self._announce(claims.user_id, [change])
         return Response(status_code=204)
 
     async def delete_all(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
-        deleted: int = await self._call(self._service.backends.store.delete_all, claims.user_id)
-        if deleted:
-            await self._announce(claims.user_id, "notification.deleted", {"all": True})
+        deleted, change = await self._call(self._service.backends.store.delete_all, claims.user_id)
+        await self._announce(claims.user_id, [change] if change is not None else [])
         return JSONResponse({"deleted": deleted})
+
+    async def get_preferences(self, request: Request) -> Response:
+        claims = authenticate(request, self._service.settings)
+        muted: frozenset[str] = await self._call(self._service.backends.store.muted, claims.user_id)
+        return JSONResponse({"muted_event_types": sorted(muted)})
+
+    async def put_preferences(self, request: Request) -> Response:
+        claims = authenticate(request, self._service.settings)
+        muted = _muted(await json_body(request))
+        saved: frozenset[str] = await self._call(self._service.backends.store.set_muted, claims.user_id, muted)
+        return JSONResponse({"muted_event_types": sorted(saved)})

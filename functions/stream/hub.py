@@ -14,13 +14,15 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from functions.stream import metrics, sse
 from functions.stream.session import StreamSession
 from shared.channel import ChannelMessage
 from shared.errors import BackendUnavailable
-from shared.notification import Notification
+from shared.feed import Change, change_message
+from shared.ids import parse_cursor
 from shared.store import NotificationStore
 
 logger = logging.getLogger(__name__)
@@ -32,19 +34,30 @@ INBOX_LIMIT = 50_000
 # How many streams replay at once after a channel gap (each is one store query).
 GAP_REPLAY_CONCURRENCY = 8
 _GAP_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# Replay rounds that read nothing new before a live message past the store's changes is dropped.
+STALLED_ROUNDS = 3
+
+
+# The cursor of a stream opened without Last-Event-ID: the replay resolves it to
+# the feed's head when it runs, after the stream is registered, so every change
+# committed from then on reaches the stream (live, or by a replay of a gap).
+HEAD = "head"
 
 
 def encode_message(message: ChannelMessage) -> bytes:
-    if message.type == "notification":
-        notification_id = message.data.get("id")
-        return sse.frame("notification", message.data, str(notification_id))
+    """The event without its ``id:`` line, which each stream adds (its own position)."""
     return sse.frame(message.type, message.data)
 
 
-def encode_notification(notification: Notification) -> tuple[ChannelMessage, bytes]:
-    data = notification.to_dict()
-    message = ChannelMessage(notification.user_id, "notification", data)
-    return message, sse.frame("notification", data, notification.id)
+@dataclass(frozen=True)
+class Fetched:
+    """What a replay sends: the changes, oldest first, and where the stream stands before them."""
+
+    changes: list[ChannelMessage]
+    start: tuple[int, int]  # (user, broadcast) position before the first change
+    missed: int
+    truncated: bool
+    muted: frozenset[str]
 
 
 class Hub:
@@ -127,9 +140,8 @@ class Hub:
             metrics.FANOUT_LATENCY.observe(latency)
             metrics.FANOUT_WINDOW.add(latency)
             if message.broadcast:
-                encoded = encode_message(message)
-                for session in self.sessions():
-                    session.offer(message, encoded)
+                for user_id, streams in list(self._users.items()):
+                    self._offer(streams, _for_user(message, user_id))
                 continue
             sessions = self._users.get(message.user_id)
             if not sessions:
@@ -138,12 +150,17 @@ class Hub:
                 # Routing is by the message's user; a body naming someone else is never shown.
                 logger.error("dropping a channel message whose data names another user")
                 continue
-            encoded = encode_message(message)
-            for session in list(sessions):
-                session.offer(message, encoded)
+            self._offer(sessions, message)
         if overflowed:
             logger.error("channel inbox overflowed; streams replay from the store", extra={"limit": INBOX_LIMIT})
             self.replay_all()
+
+    def _offer(self, sessions: set[StreamSession], message: ChannelMessage) -> None:
+        encoded = encode_message(message)
+        for session in list(sessions):
+            if session.offer(message, encoded):
+                # A change before this one has not arrived: read it from the store.
+                self._start_replay(session)
 
     def heartbeat(self) -> int:
         """One tick: heartbeat the next slice (``heartbeat_slices`` ticks per interval); returns its streams."""
@@ -175,9 +192,12 @@ class Hub:
                 session.resync = True  # the running replay goes round again
                 continue
             session.replaying = True
-            task = self._loop.create_task(self._gap_replay(session))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_replay(session)
+
+    def _start_replay(self, session: StreamSession) -> None:
+        task = self._loop.create_task(self._gap_replay(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _gap_replay(self, session: StreamSession) -> None:
         for attempt in range(len(_GAP_RETRY_DELAYS) + 1):
@@ -198,37 +218,81 @@ class Hub:
         session.end_replay()
 
     # Replay --------------------------------------------------------------------------
-    async def fetch(self, user_id: str, after_id: str) -> tuple[list[Notification], int]:
-        """Notifications after ``after_id``, oldest first, and how many were missed at least.
+    async def fetch(self, user_id: str, after_cursor: str) -> Fetched:
+        """The changes of ``user_id``'s feed after ``after_cursor`` (``HEAD``: none, from the head on).
 
-        When more than the backlog were missed, the newest ``backlog`` are
-        returned: what is older is found through the history API, which pages
-        newest first, so the client's view has no hole in the middle.
+        Per log (the user's, the broadcasts'), at most the backlog: when more
+        were missed, or the cursor is older than the log reaches, the newest
+        backlog ones and ``truncated`` (the client reloads the history). A
+        cursor that is not one of this feed's (ahead of its head, or a
+        notification id from before change numbers) is truncated too.
         """
-        store, backlog = self._store, self._backlog
-        found = await asyncio.to_thread(store.after, user_id, after_id, backlog + 1)
-        if len(found) <= backlog:
-            return found, len(found)
-        page = await asyncio.to_thread(store.page, user_id, backlog)
-        newest = sorted((n for n in page.notifications if n.id > after_id), key=lambda n: n.id)
-        return newest, backlog + 1
+        store = self._store
+        head = await asyncio.to_thread(store.head, user_id)
+        position = (head.user_seq, head.broadcast_seq) if after_cursor == HEAD else parse_cursor(after_cursor)
+        if position is None or position[0] > head.user_seq or position[1] > head.broadcast_seq:
+            return Fetched([], (head.user_seq, head.broadcast_seq), 1, True, head.muted_event_types)
+        user, broadcast = position
+        (user_changes, user_start, user_missed), (broadcasts, broadcast_start, broadcast_missed) = await asyncio.gather(
+            self._log(store.changes, user_id, user, head.user_seq),
+            self._log(store.broadcast_changes, user_id, broadcast, head.broadcast_seq),
+        )
+        changes = [change_message(user_id, c) for c in user_changes]
+        # Broadcasts after the user's changes: each comes with the user's current
+        # state of it, which is at least as new as any of those changes.
+        changes += [change_message(user_id, replace(c, broadcast=True)) for c in broadcasts]
+        missed = user_missed + broadcast_missed
+        return Fetched(changes, (user_start, broadcast_start), missed, missed > 0, head.muted_event_types)
 
-    async def replay(self, session: StreamSession, after_id: str, *, announce_truncation: bool) -> None:
-        """Send what ``session`` missed after ``after_id``, then what arrived live meanwhile.
+    async def _log(self, read: Any, user_id: str, after: int, head: int) -> tuple[list[Change], int, int]:
+        """One log after ``after``: (changes, position before them, how many were missed at least)."""
+        if after >= head:
+            # Nothing up to the head; what commits after it arrives live (or by a gap replay).
+            return [], after, 0
+        backlog = self._backlog
+        found: list[Change] = await asyncio.to_thread(read, user_id, after, backlog + 1)
+        if len(found) <= backlog and (not found or found[0].seq == after + 1):
+            return found, after, 0
+        newest_from = max(after, head - backlog)
+        newest: list[Change] = await asyncio.to_thread(read, user_id, newest_from, backlog)
+        start = newest[0].seq - 1 if newest else head
+        return newest, start, max(1, head - after)
+
+    async def replay(self, session: StreamSession, after_cursor: str, *, announce_truncation: bool) -> None:
+        """Send what ``session`` missed after ``after_cursor``, then what arrived live meanwhile.
 
         The session must already be registered (so nothing published during the
         query is missed) and in replay mode (so live messages wait and are merged
-        by id afterwards).
+        by change number afterwards).
         """
+        stalled = 0
         while True:
-            found, missed = await self.fetch(session.user_id, after_id)
+            fetched = await self.fetch(session.user_id, after_cursor)
             if session.done:
                 return
-            for notification in found:
-                message, encoded = encode_notification(notification)
-                session.emit(message, encoded, replayed=True)
-            if missed > len(found) and announce_truncation:
-                session.push(sse.frame("replay.truncated", {"missed_at_least": missed}), force=True)
+            session.muted = fetched.muted
+            session.place(*fetched.start)
+            for message in fetched.changes:
+                if not session.take_change(message, encode_message(message), replayed=True):
+                    break  # a hole in what was read: the next round reads from here again
+            if fetched.truncated and announce_truncation:
+                session.push(sse.frame("replay.truncated", {"missed_at_least": fetched.missed}), force=True)
             if session.end_replay() is not None:
                 return
-            after_id = session.replay_from
+            stalled = stalled + 1 if session.cursor == after_cursor else 0
+            if stalled >= STALLED_ROUNDS:
+                # A live message numbered past what the store holds after several
+                # reads is not a committed change: drop it rather than loop.
+                logger.warning("dropping live messages the store does not have", extra={"cursor": session.cursor})
+                session.pending.clear()
+                session.resync = False
+                session.replaying = False
+                return
+            after_cursor = session.cursor
+
+
+def _for_user(message: ChannelMessage, user_id: str) -> ChannelMessage:
+    """A broadcast as ``user_id``'s stream shows it."""
+    if message.type != "notification":
+        return message
+    return replace(message, data={**message.data, "user_id": user_id})

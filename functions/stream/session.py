@@ -1,10 +1,9 @@
-"""One open SSE stream: a bounded queue of encoded events and what it has sent.
+"""One open SSE stream: a bounded queue of encoded events and its position in the feed.
 
 Everything here runs on the event loop thread; the channel's thread hands
 messages over through the hub. A stream's memory is bounded: at most
 ``queue_size`` events wait to be written (beyond that the client is too slow
-and is cut off), at most ``recent_ids`` ids are remembered for de-duplication,
-and at most ``queue_size`` live messages are buffered while a replay runs.
+and is cut off), and at most ``queue_size`` live messages are buffered while a replay runs.
 While the writer is blocked on a client that does not read, a full queue cuts
 the stream off as a slow consumer; a burst larger than the queue that arrives
 while the writer is idle is tolerated up to ``HARD_CAP_FACTOR`` times the size.
@@ -13,76 +12,53 @@ while the writer is idle is tolerated up to ``HARD_CAP_FACTOR`` times the size.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 
 from functions.stream import metrics, sse
 from shared.channel import ChannelMessage
-from shared.ids import is_valid_id
+from shared.ids import format_cursor, is_valid_id
 
-# Ids of the notifications sent recently on a stream. Ids from concurrent ingest
-# instances may arrive slightly out of order, so "id <= last" is not a safe
-# duplicate test; a bounded memory of exact ids is.
-# At least twice the replay backlog (see the endpoint), so the overlap of a replay
-# and the live messages buffered meanwhile is always inside the window. About
-# 10 KiB for a busy stream, nothing for an idle one (filled as ids arrive).
-RECENT_IDS = 256
 # A queue may briefly hold this many times its size while its writer is not blocked.
 HARD_CAP_FACTOR = 4
 
 
-class RecentIds:
-    """A bounded set of the most recent ids; allocates nothing until the first id."""
-
-    __slots__ = ("_order", "_set", "_size")
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._set: set[str] | None = None
-        self._order: deque[str] | None = None
-
-    def __contains__(self, item: str) -> bool:
-        return self._set is not None and item in self._set
-
-    def add(self, item: str) -> None:
-        if self._set is None or self._order is None:
-            self._set, self._order = set(), deque()
-        if item in self._set:
-            return
-        self._set.add(item)
-        self._order.append(item)
-        if len(self._order) > self._size:
-            self._set.discard(self._order.popleft())
-
-
 class StreamSession:
-    """The state of one stream; the endpoint writes what ``queue`` holds."""
+    """The state of one stream; the endpoint writes what ``queue`` holds.
+
+    The stream's position is two change numbers: the last change of the user's
+    feed and the last broadcast it has passed on (or skipped, when muted).
+    Numbers are dense (shared/feed.py), so a live change numbered more than
+    one past the position means one in between was committed but has not
+    arrived (its publisher is slower, or lost it): the stream then replays from
+    the store before it sends anything more, so it never skips a change and
+    every ``id:`` it sends names a position with nothing missing before it.
+    A change at or below the position is a repeat and is dropped.
+    """
 
     __slots__ = (
         "_abort",
         "_waiter",
         "_woken",
         "baseline_id",
+        "broadcast_seq",
         "closed_reason",
         "connection_id",
         "done",
         "forgotten",
         "heartbeat_slot",
-        "last_id",
+        "muted",
         "pending",
         "queue",
         "queue_size",
-        "recent",
         "replaying",
         "resync",
         "sending",
         "slow",
         "user_id",
+        "user_seq",
     )
 
-    def __init__(
-        self, user_id: str, connection_id: str, queue_size: int, baseline_id: str, recent_ids: int = RECENT_IDS
-    ) -> None:
+    def __init__(self, user_id: str, connection_id: str, queue_size: int, baseline_id: str) -> None:
         self.user_id = user_id
         self.connection_id = connection_id
         self.queue_size = queue_size
@@ -91,10 +67,12 @@ class StreamSession:
         self.queue: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._woken = False
-        self.recent = RecentIds(recent_ids)
-        # Replay after a channel gap starts here: the newest id sent, else the connect time.
+        # The cursor the first replay starts from (the client's Last-Event-ID, or the feed's head).
         self.baseline_id = baseline_id
-        self.last_id: str | None = None
+        # None until the first replay has placed the stream in the feed.
+        self.user_seq: int | None = None
+        self.broadcast_seq: int | None = None
+        self.muted: frozenset[str] = frozenset()
         # While a replay runs, live messages wait here and are merged after it.
         self.replaying = False
         self.pending: list[tuple[ChannelMessage, bytes]] = []
@@ -110,42 +88,72 @@ class StreamSession:
         self._abort: Callable[[], None] | None = None
 
     @property
+    def cursor(self) -> str:
+        """Where the stream stands: what a reconnect with this Last-Event-ID resumes after."""
+        if self.user_seq is None or self.broadcast_seq is None:
+            return self.baseline_id
+        return format_cursor(self.user_seq, self.broadcast_seq)
+
+    @property
     def replay_from(self) -> str:
-        return self.last_id or self.baseline_id
+        return self.cursor
+
+    def place(self, user_seq: int, broadcast_seq: int) -> None:
+        """Put the stream at a position (the first replay, or a jump past a truncation)."""
+        self.user_seq, self.broadcast_seq = user_seq, broadcast_seq
 
     def set_abort(self, abort: Callable[[], None]) -> None:
         self._abort = abort
 
     # Live messages (from the hub) ------------------------------------------------
-    def offer(self, message: ChannelMessage, encoded: bytes) -> None:
+    def offer(self, message: ChannelMessage, tail: bytes) -> bool:
+        """A live message; True when it revealed a gap and the stream must replay (it is now replaying)."""
         if self.done:
-            return
+            return False
         if self.replaying:
             if len(self.pending) >= self.queue_size:
                 # Too much arrived during the replay: drop it and replay again afterwards.
                 self.pending.clear()
                 self.resync = True
             else:
-                self.pending.append((message, encoded))
-            return
-        self.emit(message, encoded)
+                self.pending.append((message, tail))
+            return False
+        if self.take_change(message, tail):
+            return False
+        self.replaying = True
+        return True
 
-    def emit(self, message: ChannelMessage, encoded: bytes, *, replayed: bool = False) -> None:
+    def take_change(self, message: ChannelMessage, tail: bytes, *, replayed: bool = False) -> bool:
+        """Pass a change on if it is the next one; False when one before it is missing."""
+        if message.seq is None:
+            # Not numbered (the bench injection hook): passed on as it comes.
+            self._send(message, tail, _legacy_id(message), replayed)
+            return True
+        if self.user_seq is None or self.broadcast_seq is None:
+            return False
+        position = self.broadcast_seq if message.broadcast else self.user_seq
+        if message.seq <= position:
+            metrics.DUPLICATES_DROPPED.inc()
+            return True
+        if message.seq > position + 1:
+            return False
+        if message.broadcast:
+            self.broadcast_seq = message.seq
+        else:
+            self.user_seq = message.seq
+        if message.type == "notification" and message.data.get("event_type") in self.muted:
+            return True  # muted: the position moves on, nothing is sent
+        self._send(message, tail, self.cursor, replayed)
+        return True
+
+    def _send(self, message: ChannelMessage, tail: bytes, event_id: str | None, replayed: bool) -> None:
         if message.type == "notification":
-            notification_id = message.data.get("id")
-            if not isinstance(notification_id, str) or not is_valid_id(notification_id):
-                return
-            if notification_id in self.recent:
-                metrics.DUPLICATES_DROPPED.inc()
-                return
-            self.recent.add(notification_id)
-            if self.last_id is None or notification_id > self.last_id:
-                self.last_id = notification_id
             (metrics.NOTIFICATIONS_REPLAYED if replayed else metrics.NOTIFICATIONS_DELIVERED).inc()
         else:
             metrics.CHANGES_DELIVERED.inc()
+        head = b"" if event_id is None else b"id: " + event_id.encode("ascii") + b"\n"
         # A replay is bounded by the backlog, so it may exceed the live bound.
-        self.push(encoded, force=replayed)
+        self.push(head + tail, force=replayed)
 
     def end_replay(self) -> list[tuple[ChannelMessage, bytes]] | None:
         """Finish a replay round: the buffered live messages, or None when another round is needed."""
@@ -153,9 +161,14 @@ class StreamSession:
         if self.resync:
             self.resync = False
             return None
+        for message, tail in pending:
+            if not self.take_change(message, tail):
+                # One before it is missing from what was replayed: go round again;
+                # it and what follows are committed, so the next round reads them.
+                return None
+            if self.done:
+                break
         self.replaying = False
-        for message, encoded in pending:
-            self.emit(message, encoded)
         return pending
 
     # Queue -------------------------------------------------------------------------
@@ -219,3 +232,8 @@ class StreamSession:
             finally:
                 self._waiter = None
         self._woken = False
+
+
+def _legacy_id(message: ChannelMessage) -> str | None:
+    notification_id = message.data.get("id") if message.type == "notification" else None
+    return notification_id if isinstance(notification_id, str) and is_valid_id(notification_id) else None

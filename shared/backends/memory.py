@@ -7,8 +7,9 @@ One process only: nothing here is shared between processes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from shared.channel import (
     ALL_INSTANCES,
@@ -19,6 +20,19 @@ from shared.channel import (
     GapHandler,
     Router,
     Subscription,
+)
+from shared.feed import (
+    Applied,
+    Change,
+    FeedHead,
+    Verdict,
+    as_seen_by,
+    broadcast_as_change,
+    collapsed,
+    decide,
+    deleted_change,
+    notification_change,
+    updated_change,
 )
 from shared.notification import NewNotification, Notification
 from shared.registry import ConnectionRegistry
@@ -115,65 +129,179 @@ class MemoryDeadLetters(DeadLetterSink):
         self.messages.append((data, dict(attributes)))
 
 
+class _UserFeed:
+    __slots__ = ("broadcast_state", "changes", "keys", "muted", "notifications", "seq", "sources")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.notifications: dict[str, Notification] = {}
+        # collapse/event key -> notification id; notification id -> (key of the event its state came from, seq)
+        self.keys: dict[str, str] = {}
+        self.sources: dict[str, tuple[str, int]] = {}
+        self.changes: list[Change] = []
+        self.muted: frozenset[str] = frozenset()
+        self.broadcast_state: dict[str, str] = {}  # broadcast id -> "read" | "deleted"
+
+
 class MemoryStore(NotificationStore):
+    """One process's feeds; the change log keeps the last ``CHANGE_LOG`` changes of each user."""
+
+    CHANGE_LOG = 10_000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._users: dict[str, dict[str, tuple[Notification, datetime]]] = {}
-        self._keys: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self._users: dict[str, _UserFeed] = {}
+        self._broadcasts: list[tuple[int, Notification, str]] = []  # (seq, notification, event key)
+        self._broadcast_keys: dict[str, str] = {}
 
-    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
-        notification = new.notification
+    def _user(self, user_id: str) -> _UserFeed:
+        return self._users.setdefault(user_id, _UserFeed())
+
+    def _log(self, user: _UserFeed, make: Callable[[int], Change]) -> Change:
+        user.seq += 1
+        change = make(user.seq)
+        user.changes.append(change)
+        del user.changes[: -self.CHANGE_LOG]
+        return change
+
+    def apply(self, new: NewNotification) -> Applied:
+        if new.notification.broadcast:
+            return self._apply_broadcast(new)
+        incoming = new.notification
+        now = datetime.now(UTC)
         with self._lock:
-            known = self._keys.get((notification.user_id, new.event_key))
-            user = self._users.setdefault(notification.user_id, {})
-            if known is not None:
-                stored = user.get(known[0])
-                return (stored[0] if stored else None), False
-            self._keys[(notification.user_id, new.event_key)] = (notification.id, new.expire_at)
-            user[notification.id] = (notification, new.expire_at)
-            return notification, True
+            user = self._user(incoming.user_id)
+            muted = incoming.event_type in user.muted
+            known = user.keys.get(new.key)
+            if known is None:
+                user.keys[new.key] = incoming.id
+                user.notifications[incoming.id] = incoming
+                change = self._log(user, lambda seq: notification_change(seq, incoming))
+                user.sources[incoming.id] = (new.event_key, change.seq)
+                return Applied(Verdict.CREATE, incoming, change, muted)
+            stored = user.notifications.get(known)
+            source, seq = user.sources.get(known, ("", 0))
+            verdict = decide(stored, source, incoming, new.event_key)
+            if stored is None or verdict in (Verdict.GONE, Verdict.STALE, Verdict.COALESCED):
+                return Applied(verdict, stored)
+            if verdict is Verdict.REDELIVERED:
+                return Applied(verdict, stored, notification_change(seq, stored), stored.event_type in user.muted)
+            state = collapsed(stored, incoming, now)
+            user.notifications[known] = state
+            change = self._log(user, lambda seq: notification_change(seq, state))
+            user.sources[known] = (new.event_key, change.seq)
+            return Applied(Verdict.UPDATE, state, change, muted)
 
-    def _sorted(self, user_id: str) -> list[Notification]:
-        return [n for _, (n, _) in sorted(self._users.get(user_id, {}).items())]
+    def _apply_broadcast(self, new: NewNotification) -> Applied:
+        with self._lock:
+            known = self._broadcast_keys.get(new.event_key)
+            if known is not None:
+                for seq, stored, _ in self._broadcasts:
+                    if stored.id == known:
+                        return Applied(Verdict.REDELIVERED, stored, notification_change(seq, stored))
+                return Applied(Verdict.GONE)
+            seq = (self._broadcasts[-1][0] if self._broadcasts else 0) + 1
+            self._broadcasts.append((seq, new.notification, new.event_key))
+            self._broadcast_keys[new.event_key] = new.notification.id
+        return Applied(Verdict.CREATE, new.notification, notification_change(seq, new.notification))
+
+    def _visible(self, user_id: str, user: _UserFeed) -> list[Notification]:
+        """The user's notifications and the broadcasts they have not deleted, by id."""
+        shown = list(user.notifications.values())
+        for _, broadcast, _ in self._broadcasts:
+            state = user.broadcast_state.get(broadcast.id)
+            if state != "deleted":
+                shown.append(as_seen_by(broadcast, user_id, state == "read"))
+        return sorted(shown, key=lambda n: n.id)
 
     def page(self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False) -> Page:
         with self._lock:
             found = [
                 n
-                for n in reversed(self._sorted(user_id))
+                for n in reversed(self._visible(user_id, self._user(user_id)))
                 if (cursor is None or n.id < cursor) and not (unread_only and n.read)
             ]
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit and page else None)
 
-    def after(self, user_id: str, after_id: str, limit: int) -> list[Notification]:
+    def head(self, user_id: str) -> FeedHead:
         with self._lock:
-            return [n for n in self._sorted(user_id) if n.id > after_id][:limit]
+            user = self._users.get(user_id)
+            broadcast_seq = self._broadcasts[-1][0] if self._broadcasts else 0
+            if user is None:
+                return FeedHead(0, broadcast_seq)
+            return FeedHead(user.seq, broadcast_seq, user.muted)
+
+    def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
+        with self._lock:
+            user = self._users.get(user_id)
+            return [] if user is None else [c for c in user.changes if c.seq > after_seq][:limit]
+
+    def broadcast_changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
+        with self._lock:
+            state = dict(self._user(user_id).broadcast_state)
+            found = [(seq, b) for seq, b, _ in self._broadcasts if seq > after_seq][:limit]
+        return [broadcast_as_change(seq, b, user_id, state.get(b.id)) for seq, b in found]
 
     def unread_count(self, user_id: str) -> int:
         with self._lock:
-            return sum(1 for n, _ in self._users.get(user_id, {}).values() if not n.read)
+            user = self._user(user_id)
+            return sum(1 for n in self._visible(user_id, user) if not n.read and n.event_type not in user.muted)
 
-    def set_read(self, user_id: str, ids: list[str] | None, read: bool) -> list[str]:
+    def set_read(self, user_id: str, ids: list[str] | None, read: bool) -> list[Change]:
         changed = []
         with self._lock:
-            user = self._users.get(user_id, {})
-            for notification_id in list(user) if ids is None else dict.fromkeys(ids):
-                entry = user.get(notification_id)
-                if entry is not None and entry[0].read != read:
-                    n = entry[0]
-                    user[notification_id] = (Notification.from_dict({**n.to_dict(), "read": read}), entry[1])
+            user = self._user(user_id)
+            broadcast_ids = {b.id for _, b, _ in self._broadcasts}
+            wanted = list(user.notifications) + sorted(broadcast_ids) if ids is None else list(dict.fromkeys(ids))
+            for notification_id in wanted:
+                n = user.notifications.get(notification_id)
+                if n is not None and n.read != read:
+                    user.notifications[notification_id] = replace(n, read=read)
                     changed.append(notification_id)
-        return sorted(changed)
+                elif notification_id in broadcast_ids:
+                    state = user.broadcast_state.get(notification_id)
+                    if state != "deleted" and (state == "read") != read:
+                        if read:
+                            user.broadcast_state[notification_id] = "read"
+                        else:
+                            user.broadcast_state.pop(notification_id, None)
+                        changed.append(notification_id)
+            if not changed:
+                return []
+            return [self._log(user, lambda seq: updated_change(seq, sorted(changed), read))]
 
-    def delete(self, user_id: str, notification_id: str) -> bool:
+    def delete(self, user_id: str, notification_id: str) -> Change | None:
         with self._lock:
-            return self._users.get(user_id, {}).pop(notification_id, None) is not None
+            user = self._user(user_id)
+            if user.notifications.pop(notification_id, None) is None:
+                if notification_id not in {b.id for _, b, _ in self._broadcasts}:
+                    return None
+                if user.broadcast_state.get(notification_id) == "deleted":
+                    return None
+                user.broadcast_state[notification_id] = "deleted"
+            return self._log(user, lambda seq: deleted_change(seq, [notification_id]))
 
-    def delete_all(self, user_id: str) -> int:
+    def delete_all(self, user_id: str) -> tuple[int, Change | None]:
         with self._lock:
-            removed = self._users.pop(user_id, {})
-        return len(removed)
+            user = self._user(user_id)
+            hidden = [b.id for _, b, _ in self._broadcasts if user.broadcast_state.get(b.id) != "deleted"]
+            count = len(user.notifications) + len(hidden)
+            user.notifications.clear()
+            user.broadcast_state.update(dict.fromkeys(hidden, "deleted"))
+            if not count:
+                return 0, None
+            return count, self._log(user, lambda seq: deleted_change(seq, None))
+
+    def muted(self, user_id: str) -> frozenset[str]:
+        with self._lock:
+            user = self._users.get(user_id)
+            return frozenset() if user is None else user.muted
+
+    def set_muted(self, user_id: str, event_types: frozenset[str]) -> frozenset[str]:
+        with self._lock:
+            self._user(user_id).muted = frozenset(event_types)
+        return frozenset(event_types)
 
     def ping(self) -> None:
         return None

@@ -121,16 +121,20 @@ def test_progress_and_completion_update_one_card_and_never_go_backwards(
         "?.getAttribute('aria-valuenow') === '30'",
         timeout=WAIT_MS,
     )
+    wait_badge(page, 1)
     progress(70, 3)
-    wait_badge(page, 2)
-    assert progress_of(page, "req-render") == "70"
+    page.wait_for_function(
+        "() => document.querySelector('[data-request-id=\"req-render\"] [role=progressbar]')"
+        "?.getAttribute('aria-valuenow') === '70'",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("() => notificationClient.notifications.length") == 1, "the server keeps one notification"
+    wait_badge(page, 1)
     worker.publish(title="Scheduled maintenance", message="Tonight 02:00-02:30 UTC", event_type="system.maintenance")
-    wait_badge(page, 3)
+    wait_badge(page, 2)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-progress.png"))
-    progress(50, 2)  # happened before the 70 % event, arrives after it
-    wait_badge(page, 4)
-    assert progress_of(page, "req-render") == "70", "a late, older progress event moved the bar back"
+    progress(50, 2)  # happened before the 70 % event, arrives after it: the server ignores it
     worker.publish(
         event_type="content_generation.completed",
         title="Video ready!",
@@ -139,14 +143,21 @@ def test_progress_and_completion_update_one_card_and_never_go_backwards(
         progress_percentage=100,
         timestamp=iso(start + timedelta(seconds=4)),
     )
-    wait_badge(page, 5)
-    assert card(page, "req-render").get_attribute("data-event-type") == "content_generation.completed"
+    page.wait_for_function(
+        "() => document.querySelector('[data-request-id=\"req-render\"]')?.dataset.eventType"
+        " === 'content_generation.completed'",
+        timeout=WAIT_MS,
+    )
+    wait_badge(page, 2)
     page.wait_for_selector('[data-testid="notification-toast"].completed', timeout=WAIT_MS)
     progress(90, 3.5)  # a straggler after completion
-    wait_badge(page, 6)
+    worker.publish(title="Barrier", message="published after the straggler", event_type="system.update")
+    wait_badge(page, 3)
     assert card(page, "req-render").get_attribute("data-event-type") == "content_generation.completed"
     assert progress_of(page, "req-render") is None
     assert card(page, "req-render").count() == 1, "one card per content request"
+    history = page.evaluate("() => notificationClient.request('GET', '?limit=100')")
+    assert sum(1 for n in history["notifications"] if n["content_request_id"] == "req-render") == 1
     page.screenshot(path=str(ARTIFACTS / "demo-notification-center.png"))
     assert page.errors == []
 
@@ -300,3 +311,67 @@ def test_demo_on_the_production_service_needs_only_a_token(
         assert page.is_hidden("form.publish"), "the publish form exists only in local runs"
     finally:
         server.stop()
+
+
+def _feed_state(page: Any) -> Any:
+    return page.evaluate(
+        "() => ({list: notificationClient.notifications.map(n => [n.id, n.event_type, n.progress_percentage, n.read]),"
+        " unread: notificationClient.unreadCount})"
+    )
+
+
+def test_a_tab_that_was_away_while_another_marked_the_card_read_ends_in_the_same_state(
+    context: Any, chromium: Any, stream_server: StreamServer, worker: Worker
+) -> None:
+    """One card, badge 1, through a lifecycle; page A drops its stream mid-way and resumes by Last-Event-ID."""
+    other_context = chromium.new_context()
+    try:
+        away = open_demo(context, stream_server, f"user={worker.user_id}")
+        other = open_demo(other_context, stream_server, f"user={worker.user_id}")
+        start = datetime.now(UTC) - timedelta(minutes=1)
+
+        def step(event_type: str, percent: int | None, at: float) -> None:
+            worker.publish(
+                event_type=event_type,
+                title="Rendering your video",
+                message=f"{event_type} {percent}",
+                content_request_id="req-away",
+                progress_percentage=percent,
+                timestamp=iso(start + timedelta(seconds=at)),
+            )
+
+        step("content_generation.started", 0, 1)
+        for page in (away, other):
+            wait_badge(page, 1)
+        # The connection drops (no stream.closing); the client keeps its cursor.
+        away.evaluate("() => notificationClient._closeSource()")
+        step("content_generation.progress", 40, 2)
+        other.wait_for_function(
+            "() => notificationClient.notifications[0]?.progress_percentage === 40", timeout=WAIT_MS
+        )
+        other.click(BELL)
+        card(other, "req-away").get_by_role("button", name="Mark read: Rendering your video").click()
+        wait_badge(other, 0)
+        step("content_generation.progress", 80, 3)  # intermediate: stays read
+        other.wait_for_function(
+            "() => notificationClient.notifications[0]?.progress_percentage === 80", timeout=WAIT_MS
+        )
+        assert badge_count(other) == 0
+        away.evaluate("() => notificationClient._connect()")  # resumes with lastEventId: the replay
+        away.wait_for_function("() => notificationClient.notifications[0]?.progress_percentage === 80", timeout=WAIT_MS)
+        wait_badge(away, 0)
+        assert _feed_state(away) == _feed_state(other)
+        assert card(away, "req-away").count() == 1
+
+        step("content_generation.completed", 100, 4)  # the end makes it unread again, in both tabs
+        for page in (away, other):
+            wait_badge(page, 1)
+            page.wait_for_function(
+                "() => notificationClient.notifications[0]?.event_type === 'content_generation.completed'",
+                timeout=WAIT_MS,
+            )
+        assert _feed_state(away) == _feed_state(other)
+        assert len(_feed_state(away)["list"]) == 1
+        assert away.errors == [] and other.errors == []
+    finally:
+        other_context.close()

@@ -60,6 +60,7 @@ def _notification(user: str, number: int, size: int = 10) -> dict[str, object]:
         "type": "notification",
         "data": {"id": notification_id, "user_id": user, "title": "x" * size},
         "sent_at": time.time(),
+        "seq": number + 1,  # the change number (a new user's feed starts at 0)
     }
 
 
@@ -99,7 +100,7 @@ def test_the_injection_hook_reaches_only_the_named_user(
     ):
         mine.wait_event("connection.established")
         other.wait_event("connection.established")
-        message = _notification(alice, 1)
+        message = _notification(alice, 0)
         _inject(memory_server, [message, message])  # a duplicate is sent once
         assert mine.wait_event("notification").json() == message["data"]
         other.wait_event("heartbeat")

@@ -12,6 +12,7 @@ import pytest
 from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
 from shared.events import ContentEvent
+from shared.feed import Verdict
 from shared.notification import build_notification
 from tests.stream.conftest import auth, token_for
 from tests.support.processes import ServerProcess
@@ -33,9 +34,9 @@ def _seed(settings: Settings, user: str, count: int) -> list[str]:
                 message="",
                 event_id=f"seed-{user}-{number}",
             )
-            stored, created = store.persist(build_notification(event, 30, start + timedelta(seconds=number)))
-            assert stored is not None and created
-            ids.append(stored.id)
+            applied = store.apply(build_notification(event, 30, start + timedelta(seconds=number)))
+            assert applied.notification is not None and applied.verdict is Verdict.CREATE
+            ids.append(applied.notification.id)
     finally:
         store.close()
     return ids
@@ -92,7 +93,13 @@ def test_mark_read_unread_delete_and_clear(
     missing = client.delete(f"{API}/{ids[1]}", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.delete(API, headers=headers).json() == {"deleted": 3}
-    assert client.get(API, headers=headers).json() == {"notifications": [], "unread_count": 0, "next_cursor": None}
+    # Four new, then mark read, mark unread, mark all read, delete, clear: nine changes of the user's feed.
+    assert client.get(API, headers=headers).json() == {
+        "notifications": [],
+        "unread_count": 0,
+        "next_cursor": None,
+        "stream_cursor": "9-0",
+    }
 
 
 def test_a_user_can_never_read_or_change_another_users_notifications(

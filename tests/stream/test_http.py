@@ -158,7 +158,7 @@ async def test_bad_credentials_get_a_json_error_and_no_stream(
 async def test_a_valid_rs256_token_is_accepted(rs256_client: httpx.AsyncClient) -> None:
     response = await rs256_client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {_rs256()}"})
     assert response.status_code == 200
-    assert response.json() == {"notifications": [], "unread_count": 0, "next_cursor": None}
+    assert response.json() == {"notifications": [], "unread_count": 0, "next_cursor": None, "stream_cursor": "0-0"}
 
 
 async def test_a_bad_last_event_id_is_a_400(rs256_client: httpx.AsyncClient) -> None:

@@ -29,7 +29,8 @@ from shared.backends.pubsub_channel import PubSubChannel, instance_topic_id
 from shared.channel import ChannelMessage
 from shared.config import Settings, load_settings
 from shared.errors import BackendUnavailable
-from shared.notification import NewNotification, Notification
+from shared.feed import Applied
+from shared.notification import NewNotification
 from tests.conftest import EmulatorPair
 from tests.stream.conftest import start_stream_service, token_for
 from tests.support.events import valid_event
@@ -65,14 +66,14 @@ def quick(settings: Settings) -> Settings:
 
 
 class _SignallingStore(FirestoreStore):
-    """Says when a persist has committed, so a test can order other steps after it."""
+    """Says when a change has committed, so a test can order other steps after it."""
 
     def __init__(self, project_id: str, persisted: threading.Event) -> None:
         super().__init__(project_id, timeout=5)
         self._persisted = persisted
 
-    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
-        result = super().persist(new)
+    def apply(self, new: NewNotification) -> Applied:
+        result = super().apply(new)
         self._persisted.set()
         return result
 
@@ -168,8 +169,8 @@ def test_broadcasts_and_the_fallback_reach_every_instance(
         wait_for(lambda: _received(second) - before[1] == 1, 20, what="the fallback at the other instance")
         assert "fallback" not in _titles(on_second)
         # A broadcast reaches every instance and every stream on it.
-        broadcast = {"id": f"{uuid.uuid4().int % 16**24:024x}", "title": "maintenance tonight", "user_id": "*"}
-        backends.channel.publish(ChannelMessage("*", "notification", broadcast, broadcast=True))
+        broadcast = {"id": f"{uuid.uuid4().int % 16**24:024x}", "title": "maintenance tonight", "user_id": ""}
+        backends.channel.publish(ChannelMessage("", "notification", broadcast, broadcast=True))
         for stream in (on_first, on_second):
             stream.wait_for(lambda e: e.event == "notification" and e.json()["title"] == "maintenance tonight", 20)
         assert (_received(first) - before[0], _received(second) - before[1]) == (2, 2)
@@ -181,13 +182,18 @@ def test_no_loss_whichever_side_of_a_connect_the_registry_read_falls(
 ) -> None:
     """Two ingest processes (threads with their own clients), held between their steps.
 
-    ``early`` persists and reads the registry before the stream registers (so it
-    routes nowhere) and publishes after; ``late`` persists before the connect but
-    reads the registry after it (so it routes to the new stream). The stream gets
-    both, each once: ``early``'s through the catch-up from the store.
+    The client reads its history (and the feed's ``stream_cursor``) first, as
+    clients do, then the two commit: ``early`` reads the registry before the
+    stream registers (so it routes nowhere) and publishes after; ``late`` reads
+    the registry after the stream registered (so it routes to it). The stream,
+    opened with the cursor as Last-Event-ID, gets both, each once: ``early``
+    through the replay, ``late`` live or in the replay, whichever comes first.
     """
     first, _ = pair
     user = f"route-seam-{uuid.uuid4().hex[:6]}"
+    token = token_for(user)
+    history = httpx.get(f"{first.url}/api/v1/notifications", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    cursor = history.json()["stream_cursor"]
     connected = threading.Event()
     early_routed = threading.Event()
     directory = FirestoreDirectory(FirestoreStore(quick.project_id, timeout=5).client, timeout=5)
@@ -200,7 +206,7 @@ def test_no_loss_whichever_side_of_a_connect_the_registry_read_falls(
         return seen_by["early"]
 
     def late_route(users: Collection[str]) -> Mapping[str, Collection[str]]:
-        assert connected.wait(30)  # held between persist and the registry read
+        assert connected.wait(30)  # held between its commit and the registry read
         seen_by["late"] = directory.instances_of(users)
         return seen_by["late"]
 
@@ -213,18 +219,16 @@ def test_no_loss_whichever_side_of_a_connect_the_registry_read_falls(
     for thread in threads:
         thread.start()
     assert early_routed.wait(30) and late_persisted.wait(30)
-    stream = EventStream(first.url + STREAM, token=token_for(user))
+    stream = EventStream(first.url + STREAM, token=token, last_event_id=cursor)
     try:
         stream.wait_event("connection.established")
         connected.set()
         for thread in threads:
             thread.join(30)
-        # Either may come first: "early" through the catch-up, "late" live.
         wait_for(lambda: {"early", "late"} <= set(_titles(stream)), 20, what="both notifications on the stream")
         assert user not in seen_by["early"]  # the interleaving really happened
         assert _instance_id(first) in seen_by["late"][user]
-        ids = [e.id for e in stream.of_type("notification")]
-        assert len(ids) == len(set(ids)) == 2
+        assert sorted(_titles(stream)) == ["early", "late"]  # each once
     finally:
         stream.close()
         for backends in ingests:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from functions.stream import sse
-from functions.stream.hub import Hub, encode_message
-from functions.stream.session import RecentIds, StreamSession
+from functions.stream.hub import HEAD, Hub, encode_message
+from functions.stream.session import StreamSession
 from shared.backends.memory import MemoryStore
 from shared.channel import ChannelMessage
 from shared.events import ContentEvent
+from shared.feed import change_message
+from shared.ids import format_cursor
 from shared.notification import build_notification
 from tests.support.sse import SSEParser
 
@@ -78,60 +81,98 @@ def test_parser_follows_the_standard() -> None:
         assert events[0].retry == 2500 and events[1].retry == 2500
 
 
-def test_recent_ids_are_bounded() -> None:
-    recent = RecentIds(3)
-    for item in "abcd":
-        recent.add(item)
-    assert "a" not in recent and all(i in recent for i in "bcd")
-
-
-def _stored(store: MemoryStore, user: str, count: int) -> list[str]:
+def _stored(store: MemoryStore, user: str, count: int) -> list[ChannelMessage]:
+    """``count`` new notifications of ``user``, and the channel messages that announce them."""
     start = datetime.now(UTC) - timedelta(minutes=1)
-    ids = []
+    messages = []
     for number in range(count):
         event = ContentEvent("content_generation.completed", user, f"t{number}", "", uuid.uuid4().hex)
-        stored, _ = store.persist(build_notification(event, 30, start + timedelta(seconds=number)))
-        assert stored is not None
-        ids.append(stored.id)
-    return ids
+        applied = store.apply(build_notification(event, 30, start + timedelta(seconds=number)))
+        assert applied.change is not None
+        messages.append(change_message(user, applied.change))
+    return messages
+
+
+async def _connected(store: MemoryStore) -> tuple[Hub, StreamSession]:
+    """A hub with one stream of u1 opened without Last-Event-ID, as the endpoint opens it."""
+    hub = Hub(store, backlog=10, loop=asyncio.get_running_loop())
+    session = StreamSession("u1", "c1", 16, HEAD)
+    session.replaying = True
+    hub.add(session)
+    await hub.replay(session, HEAD, announce_truncation=True)
+    return hub, session
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
 
 
 def test_replay_and_live_merge_without_gap_or_duplicate() -> None:
-    async def scenario() -> tuple[list[str | None], list[str]]:
+    async def scenario() -> list[str | None]:
         store = MemoryStore()
-        ids = _stored(store, "u1", 4)
+        messages = _stored(store, "u1", 5)
         hub = Hub(store, backlog=10, loop=asyncio.get_running_loop())
-        session = StreamSession("u1", "c1", 16, "0" * 24)
+        session = StreamSession("u1", "c1", 16, format_cursor(1, 0))
         session.replaying = True
         hub.add(session)
         # Live messages that arrived while the replay query ran: one it also finds, one newer.
-        for notification_id in (ids[2], "f" * 24):
-            message = ChannelMessage("u1", "notification", {"id": notification_id})
+        for message in (messages[2], messages[4]):
             session.offer(message, encode_message(message))
-        await hub.replay(session, ids[0], announce_truncation=True)
-        events = _parse(session.take())
-        return [e.id for e in events], ids
+        await hub.replay(session, session.baseline_id, announce_truncation=True)
+        return [e.id for e in _parse(session.take())]
 
-    got, ids = asyncio.run(scenario())
-    assert got == [*ids[1:], "f" * 24]
+    assert asyncio.run(scenario()) == [format_cursor(n, 0) for n in (2, 3, 4, 5)]
+
+
+def test_a_change_published_before_an_earlier_one_waits_for_it() -> None:
+    """Commit order 1, 2; publish order 2, 1: the stream reads 1 from the store, sends 1 then 2, drops the late 1."""
+
+    async def scenario() -> list[str | None]:
+        store = MemoryStore()
+        hub, session = await _connected(store)
+        first, second = _stored(store, "u1", 2)
+        hub.receive([second])
+        await _until(lambda: session.user_seq == 2)
+        hub.receive([first])
+        third = _stored(store, "u1", 1)[0]
+        hub.receive([third])
+        await _until(lambda: session.user_seq == 3)
+        return [e.id for e in _parse(session.take())]
+
+    assert asyncio.run(scenario()) == [format_cursor(n, 0) for n in (1, 2, 3)]
 
 
 def test_a_channel_gap_replays_what_open_streams_missed() -> None:
-    async def scenario() -> tuple[list[str | None], list[str]]:
+    async def scenario() -> list[str | None]:
         store = MemoryStore()
-        before = _stored(store, "u1", 1)  # sent on the stream before the gap
-        hub = Hub(store, backlog=10, loop=asyncio.get_running_loop())
-        session = StreamSession("u1", "c1", 16, "0" * 24)
-        hub.add(session)
-        first = ChannelMessage("u1", "notification", {"id": before[0], "user_id": "u1"})
-        session.offer(first, encode_message(first))
-        missed = _stored(store, "u1", 2)  # published while the subscription was down
+        hub, session = await _connected(store)
+        [first] = _stored(store, "u1", 1)  # sent on the stream before the gap
+        hub.receive([first])
+        await _until(lambda: session.user_seq == 1)
+        _stored(store, "u1", 2)  # published while the subscription was down
         hub.gap()  # what the subscription calls from its thread after re-subscribing
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if not session.replaying and session.last_id == missed[-1]:
-                break
-        return [e.id for e in _parse(session.take())], [*before, *missed]
+        await _until(lambda: not session.replaying and session.user_seq == 3)
+        return [e.id for e in _parse(session.take())]
 
-    got, expected = asyncio.run(scenario())
-    assert got == expected
+    assert asyncio.run(scenario()) == [format_cursor(n, 0) for n in (1, 2, 3)]
+
+
+def test_a_muted_type_moves_the_position_without_being_sent() -> None:
+    async def scenario() -> list[tuple[str | None, str]]:
+        store = MemoryStore()
+        store.set_muted("u1", frozenset({"content_generation.completed"}))
+        hub, session = await _connected(store)
+        [muted] = _stored(store, "u1", 1)
+        hub.receive([muted])
+        event = ContentEvent("system.update", "u1", "shown", "", uuid.uuid4().hex)
+        applied = store.apply(build_notification(event, 30))
+        assert applied.change is not None
+        hub.receive([change_message("u1", applied.change)])
+        await _until(lambda: session.user_seq == 2)
+        return [(e.id, e.json()["title"]) for e in _parse(session.take())]
+
+    assert asyncio.run(scenario()) == [(format_cursor(2, 0), "shown")]

@@ -8,12 +8,13 @@ from typing import Any
 
 
 def valid_event(user_id: str = "u1", **overrides: Any) -> dict[str, Any]:
+    """A completed video of its own content request (pass ``content_request_id`` to share one)."""
     event: dict[str, Any] = {
         "event_type": "content_generation.completed",
         "user_id": user_id,
         "title": "Video ready!",
         "message": "Your video is ready to watch.",
-        "content_request_id": "req_1",
+        "content_request_id": f"req_{uuid.uuid4().hex[:12]}",
         "progress_percentage": 100,
         "metadata": {"video_url": "https://example.invalid/v.mp4"},
         "timestamp": "2026-11-28T10:00:00Z",

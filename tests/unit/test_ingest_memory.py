@@ -11,7 +11,8 @@ from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.channel import ChannelMessage
 from shared.config import load_settings
 from shared.errors import BackendUnavailable
-from shared.notification import NewNotification, Notification
+from shared.feed import Applied
+from shared.notification import NewNotification
 from tests.support.events import MALFORMED, valid_event
 
 SETTINGS = load_settings({"NOTIFICATIONS_BACKEND": "memory", "EVENT_MAX_AGE_SECONDS": "600"})
@@ -61,10 +62,10 @@ class _FailingStore(MemoryStore):
         super().__init__()
         self.failing = True
 
-    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
+    def apply(self, new: NewNotification) -> Applied:
         if self.failing:
             raise BackendUnavailable("firestore down")
-        return super().persist(new)
+        return super().apply(new)
 
 
 class _FailingChannel(MemoryChannel):
@@ -108,7 +109,7 @@ def test_event_too_old_to_retry_is_dead_lettered_instead() -> None:
 
 
 class _BuggyStore(MemoryStore):
-    def persist(self, new: NewNotification) -> tuple[Notification | None, bool]:
+    def apply(self, new: NewNotification) -> Applied:
         raise RuntimeError("a bug, not an outage")
 
 
@@ -132,7 +133,7 @@ def test_deleted_notification_is_not_resurrected_by_redelivery() -> None:
     ingest(message, backends, SETTINGS)
     [stored] = backends.store.page("u1", 10).notifications
     assert backends.store.delete("u1", stored.id)
-    assert ingest(message, backends, SETTINGS) is Outcome.DUPLICATE
+    assert ingest(message, backends, SETTINGS) is Outcome.IGNORED
     assert backends.store.page("u1", 10).notifications == []
     assert len(backends.channel.published) == 1  # type: ignore[attr-defined]
 

@@ -6,8 +6,10 @@
 //
 // What it does for the page: loads the newest page of history, then keeps one
 // EventSource open with the token in the query (EventSource cannot send
-// headers), resumes after the last notification id it saw, de-duplicates and
-// orders by id, applies read/delete changes, refreshes an expired token through
+// headers), resumes after the last change it saw (the server's cursor: the SSE
+// id, or the history page's stream_cursor), applies every change as an upsert or
+// delete by notification id (one notification per content request is updated in
+// place), applies read/delete changes, refreshes an expired token through
 // getToken(), reconnects with jittered backoff (1 s to 30 s), and restarts a
 // stream that stopped sending heartbeats.
 
@@ -91,7 +93,7 @@ export class NotificationClient {
     this.unreadCount = 0;
     /** @type {ConnectionState} */
     this.state = "disconnected";
-    /** Greatest notification id seen; the stream resumes after it. */
+    /** The cursor of the last change applied (opaque; only the server compares cursors). */
     this.lastEventId = "";
     /** @type {string|null} */
     this.token = null;
@@ -161,7 +163,8 @@ export class NotificationClient {
       if (id <= newest && (complete || id >= oldest)) this.byId.delete(id);
     }
     for (const n of list) this.byId.set(n.id, n);
-    if (newest > this.lastEventId) this.lastEventId = newest;
+    // Before the stream has said anything, resume after what this page holds.
+    if (!this.lastEventId && page.stream_cursor) this.lastEventId = page.stream_cursor;
     let unread = page.unread_count;
     for (const n of this.byId.values()) if (n.id > newest && !n.read) unread += 1;
     this.unreadCount = unread;
@@ -269,15 +272,20 @@ export class NotificationClient {
       this.attempt = 0;
       this.autoRetries = 0;
       this._armWatchdog();
-      const reconnected = this.everConnected;
       this.everConnected = true;
       this._setState("connected", data);
-      // Read/delete changes are not replayed: after a gap, resync them from history.
-      if (reconnected || !this.historyLoaded) this.refresh().catch(() => {});
+      // Every change after lastEventId is replayed, reads and deletions included: no reload needed.
+      if (!this.historyLoaded) this.refresh().catch(() => {});
     });
     on("notification", (data, event) => this._applyNotification(data, event.lastEventId));
-    on("notification.updated", (data) => this._applyRead(data.ids ?? [], Boolean(data.read)));
-    on("notification.deleted", (data) => this._applyDelete(data));
+    on("notification.updated", (data, event) => {
+      if (event.lastEventId) this.lastEventId = event.lastEventId;
+      this._applyRead(data.ids ?? [], Boolean(data.read));
+    });
+    on("notification.deleted", (data, event) => {
+      if (event.lastEventId) this.lastEventId = event.lastEventId;
+      this._applyDelete(data);
+    });
     on("heartbeat", () => {});
     on("replay.truncated", (data) => {
       this.refresh()
@@ -377,15 +385,19 @@ export class NotificationClient {
 
   // ---- keeping the list in step ----
 
-  /** @param {Notification} n @param {string} [eventId] */
+  /**
+   * A new notification or a new state of one (upsert by id). onNotification fires for a new one and when
+   * one changes type (a content request that completed).
+   * @param {Notification} n @param {string} [eventId]
+   */
   _applyNotification(n, eventId) {
     if (!n || typeof n.id !== "string") return;
-    const id = eventId || n.id;
-    if (id > this.lastEventId) this.lastEventId = id;
-    if (this.byId.has(n.id)) return; // replay after reconnect, or a redelivery
+    if (eventId) this.lastEventId = eventId;
+    const before = this.byId.get(n.id);
     this.byId.set(n.id, n);
-    if (!n.read) this.unreadCount += 1;
-    this.options.onNotification?.(n);
+    const wasUnread = before ? !before.read : false;
+    if (wasUnread !== !n.read) this.unreadCount = Math.max(0, this.unreadCount + (n.read ? -1 : 1));
+    if (!before || before.event_type !== n.event_type) this.options.onNotification?.(n);
     this._changed();
   }
 
