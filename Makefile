@@ -1,6 +1,7 @@
 # make test  - install what the tests need, then run every test (the tests start the emulators)
 # make run   - start the whole system locally (see README)
 # make bench - measure performance and cost (see bench/README.md)
+# make scale - cost and limits at 10k/100k/1M users, on paper (docs/scale.md)
 # make lint  - ruff and mypy
 
 VENV ?= .venv
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint run bench bench-quick clean
+.PHONY: install test test-fast lint run bench bench-quick scale clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,9 +35,13 @@ run: $(STAMP)
 
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.scale --no-write >bench/scale.md
 
 bench-quick: install
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+scale: $(STAMP)
+	$(PY) -m bench.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts build
