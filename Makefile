@@ -3,14 +3,18 @@
 # make bench - measure performance and cost (see bench/README.md)
 # make scale - cost and limits at 10k/100k/1M users, on paper (docs/scale.md)
 # make lint  - ruff and mypy
+# make web   - build the browser package and the client.js the stream service serves
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+WEB := clients/web
+# npm ci writes this; newer than the lockfile means node_modules matches it.
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
 
-.PHONY: install test test-fast lint run bench bench-quick scale clean
+.PHONY: install web-deps web test test-fast lint run bench bench-quick scale clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +23,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 	@bash devtools/system-packages.sh
+	@$(MAKE) --no-print-directory web-deps
+
+# The browser package's toolchain (TypeScript, esbuild, React), exactly as locked.
+web-deps:
+	@if [ ! -f $(WEB_STAMP) ] || [ $(WEB)/package-lock.json -nt $(WEB_STAMP) ]; then \
+	  cd $(WEB) && npm ci --no-audit --no-fund; fi
+
+# Rebuild the package and functions/stream/web/client.js (commit the latter; a test compares them).
+web: web-deps
+	cd $(WEB) && npm run build
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,4 +58,4 @@ scale: $(STAMP)
 	$(PY) -m bench.scale
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts build $(WEB)/node_modules $(WEB)/dist

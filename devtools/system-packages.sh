@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests need: Java for the emulator jars, Debian's Chromium
-# for the browser tests. Installed only when missing and when we may (root with
+# for the browser tests, Node.js and npm for the browser package (clients/web). Installed only when missing and when we may (root with
 # apt-get); otherwise say what is missing and let the tests report it.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 if [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
 fi
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # Linting deploy.sh in tests/ops needs the ShellCheck package.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -36,7 +36,7 @@ REQUIRED_OVERRIDES: dict[tuple[str, str], list[dict[str, str]]] = {
 # Collection groups whose expire_at the code sets and relies on a TTL policy for.
 REQUIRED_TTL = {
     (group, "expire_at")
-    for group in ("notifications", "event_keys", "stream_instances", "cleanup_orphan_subscriptions")
+    for group in ("notifications", "event_keys", "stream_instances", "cleanup_orphan_subscriptions", "stream_tickets")
 }
 
 

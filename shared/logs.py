@@ -22,7 +22,8 @@ _REDACTIONS = (
     # A JWT anywhere: three base64url segments, the first a JSON header.
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"), "[REDACTED]"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)((?:^|[?&\s\"'])(?:access_)?token=)[^&\s\"']+"), r"\1[REDACTED]"),
+    # Query credentials: ?token= (and access_token=), and single-use stream tickets (?ticket=).
+    (re.compile(r"(?i)((?:^|[?&\s\"'])(?:(?:access_)?token|ticket)=)[^&\s\"']+"), r"\1[REDACTED]"),
 )
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -25,6 +25,7 @@ from functions.stream.endpoint import StreamEndpoint
 from functions.stream.history import History
 from functions.stream.http import ApiError, api_error_response, error_response
 from functions.stream.service import StreamService
+from functions.stream.tickets import issue_endpoint
 from shared.backends import Backends, get_backends
 from shared.logs import reset_trace, set_trace
 from shared.registry import ConnectionRegistry
@@ -170,6 +171,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route(f"{PREFIX}/stream", Stream(), methods=["GET"]),
+        Route(f"{PREFIX}/stream-ticket", issue_endpoint(settings), methods=["POST"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
         Route(f"{PREFIX}/client.js", client_js, methods=["GET"]),
         Route(f"{PREFIX}/mark-read", history("mark_read"), methods=["POST"]),

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import Settings, common_fields, flag, integer, loaded_once, number, running_on_gcp
+from shared.config import Settings, common_fields, flag, integer, loaded_once, number, optional, running_on_gcp
+from shared.errors import ConfigError
 from shared.tokens import TokenSettings, token_fields
 
 
@@ -21,6 +22,9 @@ class StreamSettings(Settings, TokenSettings):
     cors_allowed_origins: tuple[str, ...] = ()
     demo_page: bool = False
     stream_stats_interval: float = 60.0
+    stream_ticket_ttl_seconds: float = 30.0
+    # Signs stream tickets; None: a key derived from JWT_SECRET (see functions/stream/tickets.py).
+    stream_ticket_secret: str | None = None
 
 
 def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
@@ -39,7 +43,19 @@ def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings
         cors_allowed_origins=origins,
         demo_page=flag(env, "DEMO_PAGE", not running_on_gcp(env)),
         stream_stats_interval=number(env, "STREAM_STATS_INTERVAL", 60.0, minimum=0.05, maximum=3600),
+        stream_ticket_ttl_seconds=number(env, "STREAM_TICKET_TTL_SECONDS", 30.0, minimum=1, maximum=60),
+        stream_ticket_secret=_ticket_secret(env),
     )
+
+
+def _ticket_secret(env: Mapping[str, str]) -> str | None:
+    secret = optional(env, "STREAM_TICKET_SECRET")
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("STREAM_TICKET_SECRET must be at least 32 characters long")
+    if secret is None and optional(env, "JWT_PUBLIC_KEY") is not None:
+        # A public key cannot sign, and every instance must check every other's tickets.
+        raise ConfigError("STREAM_TICKET_SECRET must be set when JWT_PUBLIC_KEY is used (it signs stream tickets)")
+    return secret
 
 
 def get_stream_settings() -> StreamSettings:

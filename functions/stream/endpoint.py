@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
-from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
+from functions.stream.http import ApiError, api_error_response, error_response, unavailable
 from functions.stream.hub import HEAD
 from functions.stream.session import StreamSession
+from functions.stream.tickets import authenticate_stream
 from shared import ids
 from shared.errors import BackendUnavailable
 from shared.logs import reset_trace, set_trace
@@ -103,7 +104,7 @@ class StreamEndpoint:
     async def _open(self, request: Request) -> tuple[StreamSession, float, str]:
         service = self._service
         settings = service.settings
-        claims = authenticate(request, settings)
+        claims = await authenticate_stream(request, service)
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")

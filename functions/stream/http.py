@@ -49,7 +49,7 @@ def bearer_token(request: Request) -> str:
         return value.strip()
     token = request.query_params.get("token")
     if not token:
-        raise ApiError(401, "unauthorized", "missing token (Authorization: Bearer, or ?token=)")
+        raise ApiError(401, "unauthorized", "missing token (Authorization: Bearer, ?ticket= or ?token=)")
     return token
 
 

@@ -8,6 +8,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 STREAMS_OPEN = Gauge("sse_streams_open", "SSE streams currently open in this process")
 CONNECTS_REJECTED = Counter("sse_connects_rejected_total", "Stream connections refused, by reason", ["reason"])
+STREAM_TICKETS = Counter("sse_stream_tickets_total", "Stream tickets issued and redeemed", ["result"])
 STREAMS_CLOSED = Counter("sse_streams_closed_total", "Streams ended, by reason", ["reason"])
 NOTIFICATIONS_DELIVERED = Counter(
     "sse_notifications_delivered_total", "Live notifications queued to streams (after de-duplication)"

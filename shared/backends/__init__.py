@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryDirectory, MemoryRegistry, MemoryStore
+from shared.backends.memory_tickets import MemoryRedeemedTickets
 from shared.channel import Channel, DeadLetterSink
 from shared.config import Settings, get_settings
+from shared.redeemed_tickets import RedeemedTickets
 from shared.registry import ConnectionRegistry
 from shared.store import NotificationStore
 
@@ -29,6 +31,8 @@ class Backends:
     dead_letters: DeadLetterSink
     # One process's registry unless the backend has a shared one (Firestore).
     registry: RegistryFactory = MemoryRegistry
+    # Stream tickets already used; shared by every instance with Firestore.
+    tickets: RedeemedTickets = field(default_factory=MemoryRedeemedTickets)
 
     def close(self) -> None:
         self.channel.close()
@@ -44,6 +48,7 @@ def build_backends(settings: Settings) -> Backends:
         return memory_backends()
     from shared.backends.firestore_registry import FirestoreDirectory, FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
+    from shared.backends.firestore_tickets import FirestoreRedeemedTickets
     from shared.backends.pubsub_channel import PubSubChannel, PubSubDeadLetters
 
     timeout = settings.backend_timeout_seconds
@@ -57,7 +62,8 @@ def build_backends(settings: Settings) -> Backends:
     def registry(instance_id: str, limit: int, heartbeat_interval: float) -> ConnectionRegistry:
         return FirestoreRegistry(store.client, instance_id, limit, heartbeat_interval, timeout=timeout)
 
-    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry)
+    tickets = FirestoreRedeemedTickets(store.client, timeout=timeout)
+    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry, tickets)
 
 
 def memory_backends() -> Backends:

@@ -2,8 +2,11 @@
 
 Each stream connection takes the next plan from a queue: a list of SSE frames to
 send (``Pause`` waits, ``Hang`` holds the response open until the client goes,
-the end of the list ends the response), or an HTTP status to answer with.
-Every connection attempt is recorded with its query, headers and time.
+the end of the list ends the response), or an HTTP status (or a ``Refuse``,
+with its error code and headers) to answer with. Stream tickets are handed out
+for any token (``refuse_tickets`` refuses the next few) and name the token they
+were asked with. Every connection attempt is recorded with its query, headers,
+token and time.
 """
 
 from __future__ import annotations
@@ -59,10 +62,18 @@ class Hang:
 
 
 @dataclass
+class Refuse:
+    status: int
+    code: str = "x"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Attempt:
     query: dict[str, str]
     headers: dict[str, str]
     at: float
+    token: str | None  # the token of its ticket, or of ?token=
 
 
 def frame(event: str, data: Any, event_id: str | None = None) -> str:
@@ -99,7 +110,7 @@ def nid(n: int) -> str:
 @dataclass
 class FakeStream:
     port: int = field(default_factory=free_port)
-    plans: deque[list[Any] | int] = field(default_factory=deque)
+    plans: deque[list[Any] | int | Refuse] = field(default_factory=deque)
     attempts: list[Attempt] = field(default_factory=list)
     history_calls: list[dict[str, str]] = field(default_factory=list)
     history: dict[str, Any] = field(
@@ -108,6 +119,10 @@ class FakeStream:
     # Tokens the history API answers 401 to (as the real service does for an expired or bad token).
     refused_tokens: set[str] = field(default_factory=set)
     refuse_from_call: int = 1  # the history call (1-based) from which refused_tokens are refused
+    tickets: dict[str, str] = field(default_factory=dict)  # ticket -> the token it was asked with
+    ticket_calls: list[str] = field(default_factory=list)  # the token of each ticket request
+    refuse_tickets: int = 0  # answer this many ticket requests 401
+    reused_tickets: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -127,11 +142,28 @@ class FakeStream:
                 return JSONResponse({"error": {"code": "unauthorized", "message": "bad token"}}, status_code=401)
             return JSONResponse(self.history)
 
+        async def ticket(request: Request) -> Response:
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
+            self.ticket_calls.append(token)
+            if self.refuse_tickets > 0:
+                self.refuse_tickets -= 1
+                return JSONResponse({"error": {"code": "unauthorized", "message": "bad token"}}, status_code=401)
+            issued = f"tk-{len(self.ticket_calls)}"
+            self.tickets[issued] = token
+            return JSONResponse({"ticket": issued, "expires_in": 30})
+
         async def stream(request: Request) -> Response:
-            self.attempts.append(Attempt(dict(request.query_params), dict(request.headers), time.monotonic()))
+            query = dict(request.query_params)
+            token = self.tickets.pop(query["ticket"], None) if "ticket" in query else query.get("token")
+            if "ticket" in query and token is None:
+                self.reused_tickets.append(query["ticket"])
+            self.attempts.append(Attempt(query, dict(request.headers), time.monotonic(), token))
             plan = self.plans.popleft() if self.plans else [established(), Hang()]
             if isinstance(plan, int):
-                return JSONResponse({"error": {"code": "x", "message": "x"}}, status_code=plan)
+                plan = Refuse(plan)
+            if isinstance(plan, Refuse):
+                body = {"error": {"code": plan.code, "message": "x"}}
+                return JSONResponse(body, status_code=plan.status, headers=plan.headers)
 
             async def body() -> AsyncIterator[bytes]:
                 for item in plan:
@@ -150,6 +182,7 @@ class FakeStream:
                 Route("/", page),
                 Route("/api/v1/notifications/client.js", client_js),
                 Route("/api/v1/notifications/stream", stream),
+                Route("/api/v1/notifications/stream-ticket", ticket, methods=["POST"]),
                 Route("/api/v1/notifications", history),
             ]
         )

@@ -7,12 +7,13 @@ repeated failures (backoff), and which resume mechanism each reconnect uses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.fake_stream import FakeStream, Hang, Pause, established, frame, nid, notification
+from tests.browser.fake_stream import FakeStream, Hang, Pause, Refuse, established, frame, nid, notification
 from tests.support.waiting import wait_for
 
 WAIT_MS = 10_000
@@ -79,14 +80,19 @@ def test_clear_all_event_empties_the_list(page: Any, fake: FakeStream) -> None:
     assert state(page)["unread"] == 0
 
 
-def test_automatic_reconnect_resumes_with_last_event_id_header(page: Any, fake: FakeStream) -> None:
+def test_a_dropped_stream_resumes_after_the_last_id_with_a_new_ticket(page: Any, fake: FakeStream) -> None:
     fake.plans.append([established(retry_ms=100), notification(nid(5))])  # then the response ends
     fake.plans.append([established(), notification(nid(6)), Hang()])
     start(page, ["t1"])
     page.wait_for_function("() => client.notifications.length === 2", timeout=WAIT_MS)
     assert len(fake.attempts) == 2
-    assert fake.attempts[1].headers.get("last-event-id") == nid(5), "the browser's own resume"
-    assert fake.attempts[0].query["token"] == "t1"
+    first, second = fake.attempts
+    assert second.query.get("last_event_id") == nid(5)
+    # A ticket opens one stream: every attempt asks for a new one, with the same token.
+    assert first.query["ticket"] != second.query["ticket"]
+    assert first.token == second.token == "t1"
+    assert "token" not in first.query and "token" not in second.query
+    assert fake.reused_tickets == []
 
 
 def test_missing_heartbeats_make_the_client_reconnect_itself(page: Any, fake: FakeStream) -> None:
@@ -114,7 +120,7 @@ def test_token_expired_closing_asks_get_token_and_resumes(page: Any, fake: FakeS
     fake.plans.append([established(), Hang()])
     start(page, ["old", "new"])
     wait_for(lambda: len(fake.attempts) == 2, 10, what="a reconnect with a new token")
-    assert fake.attempts[1].query["token"] == "new"
+    assert fake.attempts[1].token == "new"
     assert fake.attempts[1].query["last_event_id"] == nid(9)
     assert state(page)["log"]["tokenCalls"] == 2
 
@@ -128,8 +134,8 @@ def test_a_401_leads_to_a_fresh_token(page: Any, fake: FakeStream) -> None:
     fake.plans.append([established(), Hang()])
     start(page, ["stale", "fresh"])
     wait_for(lambda: len(fake.attempts) == 2, 10, what="a second attempt with a fresh token")
-    assert fake.attempts[0].query["token"] == "stale"
-    assert fake.attempts[1].query["token"] == "fresh"
+    assert fake.attempts[0].token == "stale"
+    assert fake.attempts[1].token == "fresh"
     page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
     assert state(page)["log"]["tokenCalls"] == 2
 
@@ -213,3 +219,59 @@ def test_a_token_the_server_keeps_refusing_is_retried_with_backoff(page: Any, fa
     gaps = [b.at - a.at for a, b in zip(fake.attempts, fake.attempts[1:], strict=False)]
     assert gaps[0] >= 0.1 and gaps[2] >= 0.4, gaps  # growing, not a tight loop
     assert state(page)["log"]["tokenCalls"] >= 4
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "too_many_connections"), (503, "unavailable")])
+def test_retry_after_is_honoured(page: Any, fake: FakeStream, status: int, code: str) -> None:
+    fake.plans.append(Refuse(status, code, {"Retry-After": "2"}))
+    fake.plans.append([established(), Hang()])
+    start(page, ["t1"], minBackoffMs=50, maxBackoffMs=100)
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    gap = fake.attempts[1].at - fake.attempts[0].at
+    # Not the 25-50 ms of the backoff: the 2 s the server asked for, plus at most a quarter of jitter.
+    assert 2.0 <= gap < 2.5 + 0.5, gap
+
+
+def test_an_http_date_retry_after_is_honoured_too(page: Any, fake: FakeStream) -> None:
+    from email.utils import formatdate
+
+    fake.plans.append(Refuse(503, "unavailable", {"Retry-After": formatdate(time.time() + 3, usegmt=True)}))
+    fake.plans.append([established(), Hang()])
+    start(page, ["t1"], minBackoffMs=50, maxBackoffMs=100)
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert fake.attempts[1].at - fake.attempts[0].at >= 1.0  # whole seconds: the date may round down
+
+
+def test_a_refused_ticket_costs_a_new_ticket_not_a_new_token(page: Any, fake: FakeStream) -> None:
+    fake.plans.append(Refuse(401, "ticket_used"))
+    fake.plans.append([established(), Hang()])
+    start(page, ["t1"], minBackoffMs=50, maxBackoffMs=100)
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert len(fake.ticket_calls) == 2 and fake.attempts[1].token == "t1"
+    assert state(page)["log"]["tokenCalls"] == 1
+
+
+def test_a_refused_ticket_request_renews_the_token(page: Any, fake: FakeStream) -> None:
+    fake.refuse_tickets = 1
+    start(page, ["expired", "fresh"])
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert fake.ticket_calls == ["expired", "fresh"]
+    assert [a.token for a in fake.attempts] == ["fresh"]
+
+
+def test_the_token_never_appears_in_a_url(page: Any, fake: FakeStream) -> None:
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    fake.plans.append([established(retry_ms=100), notification(nid(1))])
+    fake.plans.append([established(), Hang()])
+    start(page, ["secret-token-value"])
+    wait_for(lambda: len(fake.attempts) == 2, 10, what="two stream attempts")
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert any("/stream?ticket=" in url for url in urls)
+    assert not [url for url in urls if "secret-token-value" in url]
+
+
+def test_token_mode_puts_the_token_in_the_query(page: Any, fake: FakeStream) -> None:
+    start(page, ["t1"], streamAuth="token")
+    page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
+    assert fake.attempts[0].query["token"] == "t1" and fake.ticket_calls == []

@@ -59,7 +59,13 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     ttl = run.find("ttls", "update", "expire_at", "--enable-ttl")
     assert not any(c.has("--async") for c in ttl), "TTL must be done before the same field's index override"
     ttl_groups = {flag(c, "collection-group") for c in ttl}
-    assert ttl_groups == {"notifications", "event_keys", "stream_instances", "cleanup_orphan_subscriptions"}
+    assert ttl_groups == {
+        "notifications",
+        "event_keys",
+        "stream_instances",
+        "cleanup_orphan_subscriptions",
+        "stream_tickets",
+    }
     wanted = json.loads(cloud.indexes.read_text())["indexes"]
     composite = run.find("firestore", "indexes", "composite", "create")
     assert len(composite) == len(wanted) > 0

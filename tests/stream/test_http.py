@@ -67,6 +67,7 @@ async def rs256_client() -> AsyncIterator[httpx.AsyncClient]:
         {
             "NOTIFICATIONS_BACKEND": "memory",
             "JWT_PUBLIC_KEY": PUBLIC_PEM,
+            "STREAM_TICKET_SECRET": "stream-ticket-test-secret-0123456789abcdef",
             "JWT_AUDIENCE": AUDIENCE,
             "JWT_ISSUER": ISSUER,
             "CORS_ALLOWED_ORIGINS": "https://app.example",

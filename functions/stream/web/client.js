@@ -1,408 +1,613 @@
-// Notification stream client: a dependency-free ES module (SPEC sections 4, 5, 7).
+// The notification client (SPEC sections 4, 5, 7) as one dependency-free ES module.
+// Generated from clients/web/src by `npm run build` in clients/web: edit the TypeScript there, not this file.
 //
 //   import { NotificationClient } from "/api/v1/notifications/client.js";
 //   const client = new NotificationClient({ getToken: async () => token, onChange: render });
 //   await client.start();
-//
-// What it does for the page: loads the newest page of history, then keeps one
-// EventSource open with the token in the query (EventSource cannot send
-// headers), resumes after the last change it saw (the server's cursor: the SSE
-// id, or the history page's stream_cursor), applies every change as an upsert or
-// delete by notification id (one notification per content request is updated in
-// place), applies read/delete changes, refreshes an expired token through
-// getToken(), reconnects with jittered backoff (1 s to 30 s), and restarts a
-// stream that stopped sending heartbeats.
 
-/**
- * @typedef {Object} Notification
- * @property {string} id  24 hex digits; comparing ids as strings orders by persistence time
- * @property {string} event_type
- * @property {string} user_id
- * @property {string|null} content_request_id
- * @property {string} title
- * @property {string} message
- * @property {number|null} progress_percentage
- * @property {Object} metadata
- * @property {string} timestamp  when the event happened (ISO 8601)
- * @property {string} created_at  when it was stored (ISO 8601)
- * @property {boolean} read
- */
 
-/** @typedef {"connecting"|"connected"|"disconnected"|"error"} ConnectionState */
-
-/**
- * @typedef {Object} ClientOptions
- * @property {() => (string|Promise<string>)} getToken  returns a valid access token; called at start,
- *   when the server says the token expired, and after a 401
- * @property {string} [baseUrl]  where the API lives; default: the page's origin
- * @property {number} [pageSize]  history page loaded at start and after gaps (default 20)
- * @property {(notifications: Notification[], unreadCount: number) => void} [onChange]  the list changed
- *   (newest first)
- * @property {(notification: Notification) => void} [onNotification]  a notification not seen before arrived live
- * @property {(state: ConnectionState, detail: Object) => void} [onStateChange]
- * @property {(info: {missed_at_least: number}) => void} [onTruncated]  the server could not replay everything
- *   (the client has already reloaded the history page)
- * @property {number} [minBackoffMs]  default 1000
- * @property {number} [maxBackoffMs]  default 30000
- */
-
-const API = "/api/v1/notifications";
-
-/** Thrown by the history helpers for a response that is not 2xx. */
-export class ApiError extends Error {
-  /** @param {number} status @param {string} code @param {string} message */
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
+// src/backoff.ts
+function backoffDelay(attempt, min = 1e3, max = 3e4, random = Math.random) {
+  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 16));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+function retryAfterMs(header, now = Date.now()) {
+  if (header == null || header.trim() === "") return null;
+  const value = header.trim();
+  if (/^\d+$/.test(value)) return Number(value) * 1e3;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+function nextDelay(backoff, retryAfter, random = Math.random) {
+  if (retryAfter == null) return backoff;
+  return Math.max(backoff, Math.round(retryAfter * (1 + random() / 4)));
 }
 
-/**
- * The `exp` claim of a JWT in seconds, or null. Read without verifying: only used to refresh early.
- * @param {string} token
- * @returns {number|null}
- */
-export function tokenExpiry(token) {
+// src/errors.ts
+var ApiError = class extends Error {
+  constructor(status, code, message, retryAfterMs2 = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.retryAfterMs = retryAfterMs2;
+  }
+};
+
+// src/jwt.ts
+function claims(token) {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const exp = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4))).exp;
-    return typeof exp === "number" ? exp : null;
+    const binary = atob(part + "=".repeat((4 - part.length % 4) % 4));
+    const json = new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    const value = JSON.parse(json);
+    return value !== null && typeof value === "object" ? value : null;
   } catch {
     return null;
   }
 }
-
-/**
- * Delay before reconnect attempt number `attempt` (0-based): exponential from min to max, "full jitter"
- * on the upper half so a fleet of browsers does not reconnect in step after a server restart.
- * @param {number} attempt @param {number} [min] @param {number} [max] @param {() => number} [random]
- */
-export function backoffDelay(attempt, min = 1000, max = 30000, random = Math.random) {
-  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 16));
-  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+function tokenExpiry(token) {
+  const exp = claims(token)?.exp;
+  return typeof exp === "number" ? exp : null;
+}
+function tokenSubject(token) {
+  const sub = claims(token)?.sub;
+  return typeof sub === "string" && sub ? sub : null;
 }
 
-export class NotificationClient {
-  /** @param {ClientOptions} options */
+// src/sse.ts
+var SseParser = class {
+  constructor(onFrame, onRetry = () => {
+  }) {
+    this.onFrame = onFrame;
+    this.onRetry = onRetry;
+    this.buffer = "";
+    this.event = "";
+    this.data = [];
+    this.id = null;
+    this.started = false;
+  }
+  feed(text) {
+    if (!this.started && text) {
+      this.started = true;
+      if (text.charCodeAt(0) === 65279) text = text.slice(1);
+    }
+    this.buffer += text;
+    for (; ; ) {
+      const match = /\r\n|\r|\n/.exec(this.buffer);
+      if (!match) return;
+      if (match[0] === "\r" && match.index === this.buffer.length - 1) return;
+      const line = this.buffer.slice(0, match.index);
+      this.buffer = this.buffer.slice(match.index + match[0].length);
+      this.line(line);
+    }
+  }
+  line(line) {
+    if (line === "") {
+      this.dispatch();
+      return;
+    }
+    if (line.startsWith(":")) return;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+    else if (field === "id" && !value.includes("\0")) this.id = value;
+    else if (field === "retry" && /^\d+$/.test(value)) this.onRetry(Number(value));
+  }
+  dispatch() {
+    const frame = { event: this.event || "message", data: this.data.join("\n"), id: this.id };
+    const hasData = this.data.length > 0;
+    this.event = "";
+    this.data = [];
+    this.id = null;
+    if (hasData) this.onFrame(frame);
+  }
+};
+async function readEventStream(body, parser) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  try {
+    for (; ; ) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parser.feed(decoder.decode(value, { stream: true }));
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+// src/tabs.ts
+function canShareTabs() {
+  return typeof BroadcastChannel === "function" && typeof navigator !== "undefined" && !!navigator.locks;
+}
+var TabGroup = class {
+  constructor(name, handlers) {
+    this.name = name;
+    this.handlers = handlers;
+    this.leading = false;
+    this.abort = new AbortController();
+    this.release = null;
+    this.channel = new BroadcastChannel(name);
+    this.channel.onmessage = (event) => this.handlers.onRelay(event.data);
+  }
+  /** Queue for the lock; `onLead` runs when this tab gets it (at once when no other tab holds it). */
+  join() {
+    navigator.locks.request(
+      this.name,
+      { signal: this.abort.signal },
+      () => new Promise((resolve) => {
+        this.release = resolve;
+        this.leading = true;
+        this.handlers.onLead();
+      })
+    ).catch(() => {
+    });
+    this.post({ kind: "hello" });
+  }
+  post(relay) {
+    try {
+      this.channel.postMessage(relay);
+    } catch {
+    }
+  }
+  /** Give up the stream (another tab takes over) and stop listening. */
+  leave() {
+    this.abort.abort();
+    this.leading = false;
+    this.release?.();
+    this.release = null;
+    this.channel.close();
+  }
+};
+
+// src/client.ts
+var API = "/api/v1/notifications";
+var TOKEN_MARGIN_MS = 5e3;
+async function errorOf(response) {
+  const payload = await response.json().catch(() => null);
+  const error = payload?.error ?? {};
+  return new ApiError(
+    response.status,
+    error.code ?? "http_error",
+    error.message ?? response.statusText,
+    retryAfterMs(response.headers.get("retry-after"))
+  );
+}
+function differs(a, b) {
+  return a.updated_at !== b.updated_at || a.event_type !== b.event_type || a.timestamp !== b.timestamp || a.read !== b.read || a.progress_percentage !== b.progress_percentage || a.title !== b.title || a.message !== b.message;
+}
+function safely(callback) {
+  try {
+    callback();
+  } catch (error) {
+    setTimeout(() => {
+      throw error;
+    });
+  }
+}
+var NotificationClient = class {
   constructor(options) {
-    if (typeof options?.getToken !== "function") throw new TypeError("getToken() is required");
-    this.options = { baseUrl: "", pageSize: 20, minBackoffMs: 1000, maxBackoffMs: 30000, ...options };
-    /** @type {Map<string, Notification>} */
-    this.byId = new Map();
+    /** Notifications by id. */
+    this.byId = /* @__PURE__ */ new Map();
     this.unreadCount = 0;
-    /** @type {ConnectionState} */
     this.state = "disconnected";
-    /** The cursor of the last change applied (opaque; only the server compares cursors). */
+    this.role = "solo";
+    /** Greatest notification id seen; the stream resumes after it. */
     this.lastEventId = "";
-    /** @type {string|null} */
     this.token = null;
-    /** @type {EventSource|null} */
-    this.source = null;
-    this.heartbeatMs = 30000;
+    this.heartbeatMs = 3e4;
+    /** The server's `retry:` hint: how long to wait after it ended a stream on purpose. */
+    this.retryMs = 3e3;
     this.attempt = 0;
-    this.autoRetries = 0;
     this.running = false;
     this.everConnected = false;
     this.historyLoaded = false;
     /** Whether older notifications than the loaded ones exist (see loadMore). */
     this.hasMore = false;
-    this.timers = { retry: 0, watchdog: 0, refresh: 0 };
+    this.ready = false;
+    this.stream = null;
+    this.streamSeq = 0;
+    this.closingReason = null;
+    this.timers = {};
+    this.group = null;
+    this.listeners = /* @__PURE__ */ new Set();
+    this.notificationListeners = /* @__PURE__ */ new Set();
+    this.snapshot = { notifications: [], unreadCount: 0, state: "disconnected", role: "solo", hasMore: false };
+    /** The current state as one immutable object (for React's useSyncExternalStore). */
+    this.getSnapshot = () => this.snapshot;
+    /** Calls `listener` after every change of the snapshot; returns the unsubscribe function. */
+    this.subscribe = (listener) => {
+      this.listeners.add(listener);
+      return () => this.listeners.delete(listener);
+    };
     // Back online: do not sit out the rest of a long backoff.
-    this._online = () => {
-      if (this.running && !this.source && this.state !== "connecting") {
+    this.online = () => {
+      if (this.running && this.role !== "follower" && !this.stream && this.state !== "connecting") {
         clearTimeout(this.timers.retry);
-        this._connect();
+        this.connect();
       }
     };
+    if (typeof options?.getToken !== "function") throw new TypeError("getToken() is required");
+    const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== void 0));
+    this.options = {
+      baseUrl: "",
+      pageSize: 20,
+      minBackoffMs: 1e3,
+      maxBackoffMs: 3e4,
+      shareTabs: true,
+      streamAuth: "ticket",
+      ...given
+    };
   }
-
-  /** Newest first. @returns {Notification[]} */
+  /** Newest first. */
   get notifications() {
-    return [...this.byId.values()].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return [...this.byId.values()].sort((a, b) => a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
   }
-
-  /** Load the newest history page, then open the stream. */
+  /** Like the onNotification option, for any number of listeners; returns the unsubscribe function. */
+  addNotificationListener(listener) {
+    this.notificationListeners.add(listener);
+    return () => this.notificationListeners.delete(listener);
+  }
+  /** Load the newest history page, then hold the stream (or follow the tab that holds it). */
   async start() {
     if (this.running) return;
     this.running = true;
-    globalThis.addEventListener?.("online", this._online);
+    globalThis.addEventListener?.("online", this.online);
     this.token = await this.options.getToken();
+    if (!this.running) return;
+    this.joinTabs();
     try {
       await this.refresh();
     } catch (error) {
-      this._setState("error", { reason: "history", error });
+      this.setState("error", { reason: "history", error });
     }
-    if (this.running) this._connect();
+    this.ready = true;
+    if (this.running && this.role !== "follower") this.connect();
   }
-
-  /** Close the stream and stop reconnecting. */
+  /** Close the stream (another tab takes it over) and stop reconnecting. */
   stop() {
     this.running = false;
-    globalThis.removeEventListener?.("online", this._online);
-    this._closeSource();
-    for (const key of Object.keys(this.timers)) clearTimeout(this.timers[key]);
-    this._setState("disconnected", { reason: "stopped" });
+    globalThis.removeEventListener?.("online", this.online);
+    this.closeStream();
+    clearTimeout(this.timers.retry);
+    clearTimeout(this.timers.refresh);
+    const group = this.group;
+    this.group = null;
+    group?.leave();
+    this.setState("disconnected", { reason: "stopped" });
   }
-
   // ---- history API (SPEC section 5) ----
-
   /**
-   * Reload the newest page and the unread count, reconciling with what arrived live meanwhile:
-   * the server is the truth up to the page's newest id, the stream after it.
+   * Reload the newest page and the unread count, reconciling with what arrived live meanwhile: the
+   * server is the truth up to the page's newest id, the stream after it.
    */
   async refresh() {
     const page = await this.request("GET", `?limit=${this.options.pageSize}`);
-    const list = /** @type {Notification[]} */ (page.notifications);
+    const list = page.notifications;
     const newest = list.length ? list[0].id : "";
     const oldest = list.length ? list[list.length - 1].id : "";
     const complete = page.next_cursor == null;
-    if (!this.historyLoaded || complete) this.hasMore = !complete;
-    for (const [id] of this.byId) {
-      // Anything inside the page's range that the page does not hold was deleted meanwhile.
+    const initial = !this.historyLoaded;
+    let seenUpTo = "";
+    for (const id of this.byId.keys()) if (id > seenUpTo) seenUpTo = id;
+    if (initial || complete) this.hasMore = !complete;
+    const known = new Set(this.byId.keys());
+    for (const id of known) {
       if (id <= newest && (complete || id >= oldest)) this.byId.delete(id);
     }
     for (const n of list) this.byId.set(n.id, n);
-    // Before the stream has said anything, resume after what this page holds.
     if (!this.lastEventId && page.stream_cursor) this.lastEventId = page.stream_cursor;
     let unread = page.unread_count;
     for (const n of this.byId.values()) if (n.id > newest && !n.read) unread += 1;
     this.unreadCount = unread;
     this.historyLoaded = true;
-    this._changed();
+    this.changed();
+    if (!initial) {
+      for (const n of list) if (!known.has(n.id) && n.id > seenUpTo) this.announce(n);
+    }
     return page;
   }
-
   /** Older notifications, for "load more". */
   async loadMore() {
     const list = this.notifications;
     const cursor = list.length ? list[list.length - 1].id : "";
-    const page = await this.request("GET", `?limit=${this.options.pageSize}&cursor=${encodeURIComponent(cursor)}`);
+    const page = await this.request(
+      "GET",
+      `?limit=${this.options.pageSize}&cursor=${encodeURIComponent(cursor)}`
+    );
     for (const n of page.notifications) if (!this.byId.has(n.id)) this.byId.set(n.id, n);
     this.hasMore = page.next_cursor != null;
-    this._changed();
+    this.changed();
     return page;
   }
-
-  /** @param {string[]} ids */
   async markRead(ids) {
-    this._applyRead(ids, true);
+    this.applyRead(ids, true);
     return this.request("POST", "/mark-read", { notification_ids: ids });
   }
-
   async markAllRead() {
-    this._applyRead([...this.byId.keys()], true);
+    this.applyRead([...this.byId.keys()], true);
     this.unreadCount = 0;
-    this._changed();
+    this.changed();
     return this.request("POST", "/mark-read", { all: true });
   }
-
-  /** @param {string[]} ids */
   async markUnread(ids) {
-    this._applyRead(ids, false);
+    this.applyRead(ids, false);
     return this.request("POST", "/mark-unread", { notification_ids: ids });
   }
-
-  /** @param {string} id */
   async remove(id) {
-    this._applyDelete({ ids: [id] });
+    this.applyDelete({ ids: [id] });
     return this.request("DELETE", `/${encodeURIComponent(id)}`);
   }
-
   async clearAll() {
-    this._applyDelete({ all: true });
+    this.applyDelete({ all: true });
     return this.request("DELETE", "");
   }
-
-  /**
-   * One call to the history API with the bearer token; a 401 refreshes the token once and retries.
-   * @param {string} method @param {string} path @param {Object} [body]
-   */
-  async request(method, path, body, retried = false) {
+  /** One call to the API with the bearer token; a 401 renews the token once and retries. */
+  async request(method, path, body, retried = false, signal) {
     if (!this.token) this.token = await this.options.getToken();
     const response = await fetch(`${this.options.baseUrl}${API}${path}`, {
       method,
-      headers: { Authorization: `Bearer ${this.token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
+      headers: { Authorization: `Bearer ${this.token}`, ...body ? { "Content-Type": "application/json" } : {} },
+      body: body ? JSON.stringify(body) : void 0,
+      cache: "no-store",
+      signal
     });
     if (response.status === 401 && !retried) {
       this.token = await this.options.getToken();
-      return this.request(method, path, body, true);
+      return this.request(method, path, body, true, signal);
     }
     if (response.status === 204) return null;
-    const payload = await response.json().catch(() => null);
-    if (!response.ok) {
-      const error = payload?.error ?? {};
-      throw new ApiError(response.status, error.code ?? "http_error", error.message ?? response.statusText);
-    }
-    return payload;
+    if (!response.ok) throw await errorOf(response);
+    return response.json();
   }
-
-  // ---- the stream (SPEC section 4) ----
-
-  _connect() {
-    this._closeSource();
+  // ---- sharing one stream between tabs (tabs.ts) ----
+  joinTabs() {
+    const user = this.token ? tokenSubject(this.token) : null;
+    if (!this.options.shareTabs || !user || !canShareTabs()) return;
+    const base = new URL(this.options.baseUrl || "/", globalThis.location?.href).href;
+    this.role = "follower";
+    this.group = new TabGroup(`notifications ${base} ${user}`, {
+      onLead: () => this.lead(),
+      onRelay: (relay) => this.relayed(relay)
+    });
+    this.group.join();
+  }
+  lead() {
     if (!this.running) return;
+    this.role = "leader";
+    if (this.historyLoaded) this.everConnected = true;
+    this.emit();
+    if (this.ready) this.connect();
+  }
+  relayed(relay) {
+    if (!this.running) return;
+    if (relay.kind === "hello") {
+      if (this.role === "leader") this.group?.post({ kind: "state", state: this.state, detail: {} });
+    } else if (relay.kind === "state") {
+      if (this.role === "follower") this.setState(relay.state, relay.detail);
+    } else {
+      this.handle(relay.type, relay.data, relay.id, false);
+    }
+  }
+  // ---- the stream (SPEC section 4) ----
+  connect() {
+    this.closeStream();
+    if (!this.running || this.role === "follower") return;
     const exp = this.token ? tokenExpiry(this.token) : null;
-    if (exp !== null && exp * 1000 < Date.now() + 5000) {
-      this._renewToken();
+    if (exp !== null && exp * 1e3 < Date.now() + TOKEN_MARGIN_MS) {
+      void this.renewToken();
       return;
     }
-    const query = new URLSearchParams({ token: this.token ?? "" });
-    if (this.lastEventId) query.set("last_event_id", this.lastEventId);
-    this._setState("connecting", { attempt: this.attempt });
-    const source = new EventSource(`${this.options.baseUrl}${API}/stream?${query}`);
-    this.source = source;
-    this.autoRetries = 0;
-    this._armWatchdog(); // also covers a connection attempt that hangs without an answer
-    const on = (/** @type {string} */ type, /** @type {(data: any, e: MessageEvent) => void} */ handler) =>
-      source.addEventListener(type, (event) => {
-        if (this.source !== source) return;
-        this._armWatchdog();
-        let data = null;
-        try {
-          data = JSON.parse(/** @type {MessageEvent} */ (event).data);
-        } catch {
-          return; // not ours; never let one bad frame break the stream
-        }
-        handler(data, /** @type {MessageEvent} */ (event));
-      });
-    on("connection.established", (data) => {
-      this.heartbeatMs = (Number(data.heartbeat_interval) || 30) * 1000;
-      this.attempt = 0;
-      this.autoRetries = 0;
-      this._armWatchdog();
-      this.everConnected = true;
-      this._setState("connected", data);
-      // Every change after lastEventId is replayed, reads and deletions included: no reload needed.
-      if (!this.historyLoaded) this.refresh().catch(() => {});
-    });
-    on("notification", (data, event) => this._applyNotification(data, event.lastEventId));
-    on("notification.updated", (data, event) => {
-      if (event.lastEventId) this.lastEventId = event.lastEventId;
-      this._applyRead(data.ids ?? [], Boolean(data.read));
-    });
-    on("notification.deleted", (data, event) => {
-      if (event.lastEventId) this.lastEventId = event.lastEventId;
-      this._applyDelete(data);
-    });
-    on("heartbeat", () => {});
-    on("replay.truncated", (data) => {
-      this.refresh()
-        .catch(() => {})
-        .then(() => this.options.onTruncated?.(data));
-    });
-    on("stream.closing", (data) => {
-      this._setState("disconnected", { reason: data.reason });
-      if (data.reason === "token_expired") this._renewToken();
-      // Otherwise the server ends the response and the browser reconnects by itself with Last-Event-ID.
-    });
-    source.onerror = () => {
-      if (this.source !== source) return;
-      this.autoRetries += 1;
-      // The browser retries a dropped stream by itself (sending Last-Event-ID); it gives up for good on an
-      // HTTP error, and retries at a fixed pace when the server is down: then the client takes over.
-      if (source.readyState === EventSource.CLOSED || this.autoRetries > 2) {
-        this._closeSource();
-        this._failed();
-      } else {
-        this._armWatchdog();
-        this._setState("connecting", { automatic: true });
-      }
-    };
+    const seq = ++this.streamSeq;
+    const stream = new AbortController();
+    this.stream = stream;
+    this.closingReason = null;
+    this.setState("connecting", { attempt: this.attempt });
+    this.armWatchdog();
+    void this.read(seq, stream);
   }
-
-  /** A connection attempt failed: find out why (a 401 needs a new token), then back off. */
-  async _failed() {
-    this._setState("error", { reason: "stream failed" });
-    let status = 0;
+  current(seq) {
+    return this.running && seq === this.streamSeq && this.stream !== null && !this.stream.signal.aborted;
+  }
+  async read(seq, stream) {
+    let response;
     try {
-      status = (await fetch(`${this.options.baseUrl}${API}?limit=1`, {
-        headers: { Authorization: `Bearer ${this.token}` },
-      })).status;
-    } catch {
-      status = 0; // the server is unreachable
+      const url = await this.streamUrl(stream.signal);
+      if (!this.current(seq)) return;
+      response = await fetch(url, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: stream.signal });
+    } catch (error) {
+      if (this.current(seq)) this.failed(error instanceof ApiError ? error : null);
+      return;
     }
-    if (!this.running || this.source) return;
-    // Renew, then wait out the backoff: a getToken() whose tokens the server keeps refusing must not spin.
-    if (status === 401) this._renewToken(true);
-    else if (status === 403) this._setState("error", { reason: "forbidden" });
-    else this._scheduleReconnect();
+    if (!this.current(seq)) {
+      stream.abort();
+      return;
+    }
+    if (!response.ok || !response.body) {
+      this.failed(await errorOf(response));
+      return;
+    }
+    const parser = new SseParser(
+      (frame) => {
+        if (this.current(seq)) this.frame(frame);
+      },
+      (ms) => {
+        this.retryMs = ms;
+      }
+    );
+    try {
+      await readEventStream(response.body, parser);
+    } catch {
+    }
+    if (!this.current(seq)) return;
+    this.stream = null;
+    this.disarmWatchdog();
+    this.ended();
   }
-
-  _scheduleReconnect() {
-    const delay = backoffDelay(this.attempt, this.options.minBackoffMs, this.options.maxBackoffMs);
+  async streamUrl(signal) {
+    const query = new URLSearchParams();
+    if (this.options.streamAuth === "token") {
+      query.set("token", this.token ?? "");
+    } else {
+      const answer = await this.request("POST", "/stream-ticket", void 0, false, signal);
+      if (typeof answer?.ticket !== "string") throw new ApiError(502, "bad_ticket", "no ticket in the answer");
+      query.set("ticket", answer.ticket);
+    }
+    if (this.lastEventId) query.set("last_event_id", this.lastEventId);
+    return `${this.options.baseUrl}${API}/stream?${query}`;
+  }
+  /** A stream attempt failed before it was established: why decides what comes next. */
+  failed(error) {
+    this.stream = null;
+    this.disarmWatchdog();
+    const status = error?.status ?? 0;
+    this.setState("error", { reason: error ? error.code : "unreachable", status });
+    if (status === 403) return;
+    if (status === 401 && !error?.code.startsWith("ticket_")) {
+      void this.renewToken(true);
+      return;
+    }
+    this.scheduleReconnect(error?.retryAfterMs ?? null);
+  }
+  /** The server ended the response. */
+  ended() {
+    const reason = this.closingReason;
+    if (reason === "token_expired") {
+      void this.renewToken();
+    } else if (reason) {
+      const delay = Math.round(this.retryMs / 2 + Math.random() * this.retryMs / 2);
+      this.setState("disconnected", { reason, retryInMs: delay });
+      clearTimeout(this.timers.retry);
+      this.timers.retry = setTimeout(() => this.connect(), delay);
+    } else {
+      this.scheduleReconnect(null);
+    }
+  }
+  scheduleReconnect(retryAfter) {
+    const backoff = backoffDelay(this.attempt, this.options.minBackoffMs, this.options.maxBackoffMs);
+    const delay = nextDelay(backoff, retryAfter);
     this.attempt += 1;
-    this._setState("disconnected", { retryInMs: delay });
+    this.setState("disconnected", { retryInMs: delay });
     clearTimeout(this.timers.retry);
-    this.timers.retry = setTimeout(() => this._connect(), delay);
+    this.timers.retry = setTimeout(() => this.connect(), delay);
   }
-
-  /** @param {boolean} [backOff] reconnect after the backoff delay instead of at once */
-  async _renewToken(backOff = false) {
-    this._closeSource();
+  /** @param backOff reconnect after the backoff delay instead of at once */
+  async renewToken(backOff = false) {
+    this.closeStream();
     try {
       this.token = await this.options.getToken();
     } catch (error) {
-      this._setState("error", { reason: "getToken failed", error });
-      this._scheduleReconnect();
-      return;
-    }
-    const exp = tokenExpiry(this.token);
-    if (exp !== null && exp * 1000 < Date.now() + 5000) {
-      // getToken() handed back an expired token: do not spin, back off.
-      this._setState("error", { reason: "getToken returned an expired token" });
-      clearTimeout(this.timers.retry);
-      this.timers.retry = setTimeout(() => this._renewToken(), backoffDelay(this.attempt++));
+      this.setState("error", { reason: "getToken failed", error });
+      this.scheduleReconnect(null);
       return;
     }
     if (!this.running) return;
-    if (backOff) this._scheduleReconnect();
-    else this._connect();
+    const exp = tokenExpiry(this.token);
+    if (exp !== null && exp * 1e3 < Date.now() + TOKEN_MARGIN_MS) {
+      this.setState("error", { reason: "getToken returned an expired token" });
+      clearTimeout(this.timers.retry);
+      const delay = backoffDelay(this.attempt++, this.options.minBackoffMs, this.options.maxBackoffMs);
+      this.timers.retry = setTimeout(() => void this.renewToken(), delay);
+      return;
+    }
+    if (backOff) this.scheduleReconnect(null);
+    else this.connect();
   }
-
-  _armWatchdog() {
+  armWatchdog() {
     clearTimeout(this.timers.watchdog);
     this.timers.watchdog = setTimeout(() => {
-      // No heartbeat for 2.5 intervals: the connection is dead even if the socket looks open.
-      this._closeSource();
-      this._setState("disconnected", { reason: "heartbeat timeout" });
-      this._connect();
+      this.closeStream();
+      this.setState("disconnected", { reason: "heartbeat timeout" });
+      this.connect();
     }, this.heartbeatMs * 2.5);
   }
-
-  _disarmWatchdog() {
+  disarmWatchdog() {
     clearTimeout(this.timers.watchdog);
   }
-
-  _closeSource() {
-    this._disarmWatchdog();
-    if (this.source) {
-      this.source.close();
-      this.source = null;
+  closeStream() {
+    this.disarmWatchdog();
+    if (this.stream) {
+      this.stream.abort();
+      this.stream = null;
     }
   }
-
+  frame(frame) {
+    this.armWatchdog();
+    let data;
+    try {
+      data = JSON.parse(frame.data);
+    } catch {
+      return;
+    }
+    this.group?.post({ kind: "event", type: frame.event, data, id: frame.id });
+    this.handle(frame.event, data, frame.id, true);
+  }
+  /** One stream event, from this tab's own stream (`own`) or relayed by the tab that holds it. */
+  handle(type, data, id, own) {
+    if (data === null || typeof data !== "object") return;
+    const event = data;
+    switch (type) {
+      case "connection.established": {
+        this.heartbeatMs = (Number(event.heartbeat_interval) || 30) * 1e3;
+        if (!own) {
+          this.everConnected = true;
+          this.refresh().catch(() => {
+          });
+          break;
+        }
+        this.attempt = 0;
+        this.armWatchdog();
+        this.everConnected = true;
+        this.setState("connected", event);
+        if (!this.historyLoaded) this.refresh().catch(() => {
+        });
+        break;
+      }
+      case "notification":
+        this.applyNotification(data, id);
+        break;
+      case "notification.updated":
+        if (id) this.lastEventId = id;
+        this.applyRead(Array.isArray(event.ids) ? event.ids : [], Boolean(event.read));
+        break;
+      case "notification.deleted":
+        if (id) this.lastEventId = id;
+        this.applyDelete(event);
+        break;
+      case "replay.truncated":
+        this.refresh().catch(() => {
+        }).then(() => safely(() => this.options.onTruncated?.(event)));
+        break;
+      case "stream.closing":
+        if (!own) break;
+        this.closingReason = String(event.reason);
+        this.setState("disconnected", { reason: this.closingReason });
+        if (this.closingReason === "token_expired") void this.renewToken();
+        break;
+      default:
+        break;
+    }
+  }
   // ---- keeping the list in step ----
-
-  /**
-   * A new notification or a new state of one (upsert by id). onNotification fires for a new one and when
-   * one changes type (a content request that completed).
-   * @param {Notification} n @param {string} [eventId]
-   */
-  _applyNotification(n, eventId) {
+  applyNotification(n, eventId) {
     if (!n || typeof n.id !== "string") return;
     if (eventId) this.lastEventId = eventId;
-    const before = this.byId.get(n.id);
+    const known = this.byId.get(n.id);
+    if (known && !differs(known, n)) return;
     this.byId.set(n.id, n);
-    const wasUnread = before ? !before.read : false;
-    if (wasUnread !== !n.read) this.unreadCount = Math.max(0, this.unreadCount + (n.read ? -1 : 1));
-    if (!before || before.event_type !== n.event_type) this.options.onNotification?.(n);
-    this._changed();
+    if (!known) {
+      if (!n.read) this.unreadCount += 1;
+    } else if (known.read !== n.read) {
+      this.unreadCount = Math.max(0, this.unreadCount + (n.read ? -1 : 1));
+    }
+    this.changed();
+    if (!known || known.event_type !== n.event_type || known.timestamp !== n.timestamp) this.announce(n);
   }
-
-  /** @param {string[]} ids @param {boolean} read */
-  _applyRead(ids, read) {
+  applyRead(ids, read) {
     let unknown = false;
     for (const id of ids) {
       const n = this.byId.get(id);
@@ -415,13 +620,10 @@ export class NotificationClient {
         this.unreadCount = Math.max(0, this.unreadCount + (read ? -1 : 1));
       }
     }
-    this._changed();
-    // Changes to notifications older than the loaded page move the count in ways only the server knows.
-    if (unknown) this._resyncSoon();
+    this.changed();
+    if (unknown) this.resyncSoon();
   }
-
-  /** @param {{ids?: string[], all?: boolean}} data */
-  _applyDelete(data) {
+  applyDelete(data) {
     if (data.all) {
       this.byId.clear();
       this.unreadCount = 0;
@@ -435,23 +637,46 @@ export class NotificationClient {
           if (!n.read) this.unreadCount = Math.max(0, this.unreadCount - 1);
         }
       }
-      if (unknown) this._resyncSoon();
+      if (unknown) this.resyncSoon();
     }
-    this._changed();
+    this.changed();
   }
-
-  _resyncSoon() {
+  resyncSoon() {
     clearTimeout(this.timers.refresh);
-    this.timers.refresh = setTimeout(() => this.refresh().catch(() => {}), 300);
+    this.timers.refresh = setTimeout(() => this.refresh().catch(() => {
+    }), 300);
   }
-
-  _changed() {
-    this.options.onChange?.(this.notifications, this.unreadCount);
+  announce(n) {
+    safely(() => this.options.onNotification?.(n));
+    for (const listener of this.notificationListeners) safely(() => listener(n));
   }
-
-  /** @param {ConnectionState} state @param {Object} detail */
-  _setState(state, detail = {}) {
+  changed() {
+    const notifications = this.notifications;
+    safely(() => this.options.onChange?.(notifications, this.unreadCount));
+    this.emit(notifications);
+  }
+  emit(notifications = this.snapshot.notifications) {
+    this.snapshot = {
+      notifications,
+      unreadCount: this.unreadCount,
+      state: this.state,
+      role: this.role,
+      hasMore: this.hasMore
+    };
+    for (const listener of this.listeners) safely(listener);
+  }
+  setState(state, detail = {}) {
     this.state = state;
-    this.options.onStateChange?.(state, detail);
+    if (this.role === "leader") this.group?.post({ kind: "state", state, detail });
+    safely(() => this.options.onStateChange?.(state, detail));
+    this.emit();
   }
-}
+};
+export {
+  ApiError,
+  NotificationClient,
+  backoffDelay,
+  retryAfterMs,
+  tokenExpiry,
+  tokenSubject
+};
