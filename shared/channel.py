@@ -45,10 +45,14 @@ class ChannelMessage:
     data: dict[str, Any]
     # Wall-clock time of publishing, so a receiver can measure fan-out latency.
     sent_at: float = field(default_factory=time.time)
+    # When the worker published the content event (Pub/Sub publishTime, epoch seconds), so the
+    # stream can measure end-to-end delivery delay (the delivery SLO); None when unknown.
+    published_at: float | None = None
 
     def encode(self) -> bytes:
         return json.dumps(
-            {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at},
+            {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at}
+            | ({} if self.published_at is None else {"published_at": self.published_at}),
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8")
@@ -71,11 +75,13 @@ class ChannelMessage:
         if attributes and attributes.get("user_id") not in (None, user_id):
             raise ValueError("channel message whose attribute user_id contradicts its body")
         sent_at = body.get("sent_at")
+        published_at = body.get("published_at")
         return cls(
             user_id=user_id,
             type=body["type"],
             data=body["data"],
             sent_at=float(sent_at) if isinstance(sent_at, int | float) else time.time(),
+            published_at=float(published_at) if isinstance(published_at, int | float) else None,
         )
 
 
