@@ -4,6 +4,12 @@ Contract (SPEC section 2): an invalid event is dead-lettered with its reason and
 acknowledged; a transient failure raises so Pub/Sub redelivers; an event that
 keeps failing past EVENT_MAX_AGE_SECONDS is dead-lettered instead of retried
 forever; any number of deliveries of one event yield one notification.
+
+While the kill switch has ingest off (shared/killswitch.py), every event is
+parked: republished unchanged to the dead-letter topic with ``error`` starting
+"kill switch" and acknowledged, so nothing is stored or announced, nothing is
+lost (``ops/replay_dead_letters.py --match "kill switch"`` brings it back), and
+Pub/Sub does not redeliver the whole backlog for as long as the switch is off.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from shared.channel import ChannelMessage
 from shared.config import Settings
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import parse_event
+from shared.killswitch import Switches
 from shared.notification import build_notification
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,7 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     DEAD_LETTERED = "dead_lettered"
+    PARKED = "parked"
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ def ingest(
 ) -> Outcome:
     """Process one delivery. Raises BackendUnavailable when Pub/Sub should redeliver."""
     now = now or datetime.now(UTC)
+    switches = backends.killswitch.current()
+    if not switches.ingest_enabled:
+        return _park(message, backends, switches)
     try:
         event = parse_event(message.data, message.attributes, message.message_id)
         new = build_notification(event, settings.notification_retention_days, now)
@@ -95,7 +106,14 @@ def ingest(
         # Published on redelivery too: the first attempt may have died between
         # persisting and publishing. A stream drops the duplicate by id.
         if notification is not None:
-            backends.channel.publish(ChannelMessage(notification.user_id, "notification", notification.to_dict()))
+            backends.channel.publish(
+                ChannelMessage(
+                    notification.user_id,
+                    "notification",
+                    notification.to_dict(),
+                    published_at=message.publish_time.timestamp() if message.publish_time else None,
+                )
+            )
     except Exception as exc:
         # Transient failures (and bugs, which a redelivery may not fix) are retried
         # until the event is too old, then dead-lettered: nothing retries forever.
@@ -138,6 +156,18 @@ def _dead_letter(message: PubsubMessage, backends: Backends, reason: str) -> Non
         "invalid content event dead-lettered",
         extra={"message_id": message.message_id, "reason": reason[:_MAX_ATTRIBUTE]},
     )
+    _send_to_dead_letters(message, backends, reason)
+
+
+def _park(message: PubsubMessage, backends: Backends, switches: Switches) -> Outcome:
+    reason = "kill switch: ingest switched off" + (f": {switches.reason}" if switches.reason else "")
+    # WARNING, not ERROR: an operator's decision, not a failure (no error alert, no SLO burn).
+    logger.warning("content event parked: ingest switched off", extra={"message_id": message.message_id})
+    _send_to_dead_letters(message, backends, reason)
+    return Outcome.PARKED
+
+
+def _send_to_dead_letters(message: PubsubMessage, backends: Backends, reason: str) -> None:
     attributes = {k: v for k, v in message.attributes.items() if k not in {"error", "original_message_id"}}
     attributes["error"] = _truncate_utf8(reason, _MAX_ATTRIBUTE)
     if message.message_id:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryRegistry, MemoryStore
 from shared.channel import Channel, DeadLetterSink
 from shared.config import Settings, get_settings
+from shared.killswitch import KillSwitch, MemorySwitchDocument
 from shared.registry import ConnectionRegistry
 from shared.store import NotificationStore
 
@@ -29,6 +30,8 @@ class Backends:
     dead_letters: DeadLetterSink
     # One process's registry unless the backend has a shared one (Firestore).
     registry: RegistryFactory = MemoryRegistry
+    # The operator's switches (config/notifications on Firestore); one process's otherwise.
+    killswitch: KillSwitch = field(default_factory=lambda: KillSwitch(MemorySwitchDocument()))
 
     def close(self) -> None:
         self.channel.close()
@@ -42,6 +45,7 @@ _backends: Backends | None = None
 def build_backends(settings: Settings) -> Backends:
     if settings.backend == "memory":
         return memory_backends()
+    from shared.backends.firestore_config import FirestoreSwitchDocument
     from shared.backends.firestore_registry import FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
     from shared.backends.pubsub_channel import PubSubChannel, PubSubDeadLetters
@@ -53,7 +57,10 @@ def build_backends(settings: Settings) -> Backends:
     def registry(instance_id: str, limit: int, heartbeat_interval: float) -> ConnectionRegistry:
         return FirestoreRegistry(store.client, instance_id, limit, heartbeat_interval, timeout=timeout)
 
-    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry)
+    killswitch = KillSwitch(
+        FirestoreSwitchDocument(lambda: store.client, timeout=timeout), settings.killswitch_cache_seconds
+    )
+    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry, killswitch)
 
 
 def memory_backends() -> Backends:
