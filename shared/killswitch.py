@@ -100,9 +100,7 @@ class MemorySwitchDocument(SwitchDocument):
 class KillSwitch:
     """The switches as this process sees them: the document, read at most once per ``ttl`` seconds."""
 
-    def __init__(
-        self, document: SwitchDocument, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, document: SwitchDocument, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.document = document
         self._ttl = ttl
         self._clock = clock

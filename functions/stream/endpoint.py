@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from functions.stream import metrics, sse
 from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
 from functions.stream.session import RECENT_IDS, StreamSession
+from functions.stream.switch import refuse_if_switched_off
 from shared import ids
 from shared.errors import BackendUnavailable
 from shared.logs import reset_trace, set_trace
@@ -97,6 +98,7 @@ class StreamEndpoint:
         hub = service.hub
         if hub is None or hub.shutting_down:
             raise unavailable("the service is shutting down")
+        await refuse_if_switched_off(service.backends.killswitch)
         now = time.time()
         if claims.expires_at <= now:
             raise ApiError(401, "token_expired", "token expired")
