@@ -133,6 +133,7 @@ class Hub:
             encoded = encode_message(message)
             for session in list(sessions):
                 session.offer(message, encoded)
+            metrics.DELIVERIES.observe(message, now)
         if overflowed:
             logger.error("channel inbox overflowed; streams replay from the store", extra={"limit": INBOX_LIMIT})
             self.replay_all()
