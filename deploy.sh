@@ -3,12 +3,15 @@
 #
 #   ./deploy.sh --project P [--region R] [--dry-run] [--jwt-secret-file F] [--alert-channels C1,C2]
 #               [--build-dir D] [--stage-only] [infra] [ingest] [stream] [cleanup] [monitoring]
+#   ./deploy.sh --project P [--region R] [--dry-run] rollback [ingest] [stream] [cleanup]
 #
 # Without component names it deploys all of them, in that order (the others assume
 # infra has run once: it makes the topics, the secret and the service accounts). It is
 # idempotent: every resource is described before it is created, so a second run
 # creates nothing (the functions and the service are redeployed with the current
 # code, IAM bindings are re-added, which changes nothing when they exist).
+# rollback sends each named component's traffic (default: all three) back to the
+# revision before the one serving now; the next deploy of it serves the latest again.
 # --dry-run prints every command it would run (prefixed "+ ") and runs none; it
 # assumes nothing exists yet. --stage-only builds the upload folders and stops.
 set -euo pipefail
@@ -24,6 +27,7 @@ JWT_SECRET_FILE=""
 ALERT_CHANNELS=""
 BUILD_DIR="$ROOT/build"
 COMPONENTS=()
+ACTION=deploy
 
 # Names of everything deploy creates.
 CONTENT_TOPIC="${CONTENT_EVENTS_TOPIC:-content-generation-events}"
@@ -45,6 +49,13 @@ APIS=(
 # Streams end before Cloud Run's request timeout (3600 s) so clients resume by replay, not by error.
 RUN_TIMEOUT=3600
 SSE_MAX_STREAM_SECONDS=3300
+# Probes of the stream service (functions/stream/probes.py), answered from memory. Startup: up to
+# 120 s to start and subscribe. Liveness: a minute without an answer restarts the instance, which
+# cuts its streams, so it is slow to trigger.
+PROBES=/api/v1/notifications
+STARTUP_PROBE="httpGet.path=$PROBES/ready,periodSeconds=2,timeoutSeconds=1,failureThreshold=60"
+LIVENESS_PROBE="httpGet.path=$PROBES/live,periodSeconds=15,timeoutSeconds=5,failureThreshold=4"
+DASHBOARD_FILE="$ROOT/ops/dashboards/notifications.json"
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -67,9 +78,19 @@ while [ $# -gt 0 ]; do
     --stage-only) STAGE_ONLY=1; shift ;;
     -h|--help) usage 0 ;;
     infra|ingest|stream|cleanup|monitoring) COMPONENTS+=("$1"); shift ;;
+    rollback) ACTION=rollback; shift ;;
     *) echo "deploy.sh: unknown argument: $1" >&2; usage 2 ;;
   esac
 done
+if [ "$ACTION" = rollback ]; then
+  for component in "${COMPONENTS[@]}"; do
+    case "$component" in
+      ingest|stream|cleanup) ;;
+      *) echo "deploy.sh: rollback applies to ingest, stream and cleanup, not $component" >&2; exit 2 ;;
+    esac
+  done
+  [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(ingest stream cleanup)
+fi
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(infra ingest stream cleanup monitoring)
 if [ "$STAGE_ONLY" = 0 ] && [ -z "$PROJECT" ]; then
   echo "deploy.sh: --project is required (or GOOGLE_CLOUD_PROJECT)" >&2
@@ -327,6 +348,13 @@ deploy_ingest() {
     --set-env-vars="$(common_env)"
   # The Eventarc trigger's identity may invoke this function and nothing else.
   g functions add-invoker-policy-binding "$INGEST_FUNCTION" --region="$REGION" --member="serviceAccount:$TRIGGER_SA"
+  serve_latest "$INGEST_FUNCTION"
+}
+
+# After a rollback, traffic stays pinned to the old revision through later deploys
+# (Cloud Run keeps a service's traffic split): a deploy means "serve this code".
+serve_latest() {  # serve_latest SERVICE (a gen2 function is a Cloud Run service of its name)
+  g run services update-traffic "$1" --region="$REGION" --to-latest
 }
 
 deploy_stream() {
@@ -340,8 +368,10 @@ deploy_stream() {
     --service-account="$STREAM_SA" --allow-unauthenticated \
     --concurrency=1000 --timeout="$RUN_TIMEOUT" --min-instances=1 --max-instances=20 \
     --no-cpu-throttling --cpu=1 --memory=1Gi --execution-environment=gen2 \
+    --startup-probe="$STARTUP_PROBE" --liveness-probe="$LIVENESS_PROBE" \
     --set-env-vars="$(common_env),SSE_MAX_STREAM_SECONDS=$SSE_MAX_STREAM_SECONDS,DEMO_PAGE=false" \
     --set-secrets="JWT_SECRET=$SECRET_NAME:latest"
+  serve_latest "$STREAM_SERVICE"
 }
 
 deploy_cleanup() {
@@ -352,6 +382,7 @@ deploy_cleanup() {
     --set-env-vars="$(common_env)"
   # Only the scheduler's identity may call cleanup (OIDC token checked by Cloud Run IAM).
   g functions add-invoker-policy-binding "$CLEANUP_FUNCTION" --region="$REGION" --member="serviceAccount:$SCHEDULER_SA"
+  serve_latest "$CLEANUP_FUNCTION"
 
   local url
   url="$(gq functions describe "$CLEANUP_FUNCTION" --gen2 --region="$REGION" --format='value(serviceConfig.uri)' ||
@@ -388,6 +419,60 @@ deploy_monitoring() {
       g alpha monitoring policies create --policy-from-file="$file" "${channels[@]}"
     fi
   done
+  deploy_dashboard
+}
+
+deploy_dashboard() {  # keyed by display name, like the alert policies
+  local display existing name etag body="$BUILD_DIR/dashboard.json"
+  display="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["displayName"])' "$DASHBOARD_FILE")"
+  existing="$(gq monitoring dashboards list --filter="displayName=\"$display\"" --format='value(name,etag)' || true)"
+  if [ -z "$existing" ]; then
+    g monitoring dashboards create --config-from-file="$DASHBOARD_FILE"
+    return 0
+  fi
+  read -r name etag <<<"${existing%%$'\n'*}"
+  # The update names the version it replaces (the etag just listed), as the Dashboards API expects.
+  mkdir -p "$BUILD_DIR"
+  python3 - "$DASHBOARD_FILE" "${etag:-}" >"$body" <<'PY'
+import json, sys
+dashboard = json.load(open(sys.argv[1]))
+if sys.argv[2]:
+    dashboard["etag"] = sys.argv[2]
+json.dump(dashboard, sys.stdout)
+PY
+  g monitoring dashboards update "$name" --config-from-file="$body"
+}
+
+# --- rollback --------------------------------------------------------------------------
+
+service_of() {  # service_of COMPONENT: its Cloud Run service (the functions are gen2)
+  case "$1" in
+    ingest) echo "$INGEST_FUNCTION" ;;
+    stream) echo "$STREAM_SERVICE" ;;
+    cleanup) echo "$CLEANUP_FUNCTION" ;;
+  esac
+}
+
+rollback() {  # rollback COMPONENT: all traffic to the revision before the one serving now
+  local service previous described revisions
+  service="$(service_of "$1")"
+  if [ "$DRY_RUN" = 1 ]; then
+    gq run services describe "$service" --region="$REGION" --format=json || true
+    gq run revisions list --service="$service" --region="$REGION" --format=json || true
+    previous="PREVIOUS_REVISION"
+  else
+    described="$(gq run services describe "$service" --region="$REGION" --format=json)" || {
+      echo "deploy.sh: cannot describe $service in $REGION" >&2
+      exit 1
+    }
+    revisions="$(gq run revisions list --service="$service" --region="$REGION" --format=json)" || {
+      echo "deploy.sh: cannot list the revisions of $service" >&2
+      exit 1
+    }
+    previous="$(SERVICE_JSON="$described" python3 "$ROOT/ops/revisions.py" previous <<<"$revisions")" || exit 1
+  fi
+  log "$service: all traffic to $previous"
+  g run services update-traffic "$service" --region="$REGION" --to-revisions="$previous=100"
 }
 
 # --- main --------------------------------------------------------------------------------
@@ -399,8 +484,12 @@ if [ "$STAGE_ONLY" = 1 ]; then
   exit 0
 fi
 
-log "project $PROJECT, region $REGION, components: ${COMPONENTS[*]}$([ "$DRY_RUN" = 1 ] && echo ' (dry run)')"
+log "project $PROJECT, region $REGION, $ACTION: ${COMPONENTS[*]}$([ "$DRY_RUN" = 1 ] && echo ' (dry run)')"
 for component in "${COMPONENTS[@]}"; do
-  "deploy_$component"
+  if [ "$ACTION" = rollback ]; then
+    rollback "$component"
+  else
+    "deploy_$component"
+  fi
 done
 log "done"

@@ -57,6 +57,9 @@ class ChannelMessage:
     seq: int | None = None
     # For every open stream of every user (SPEC section 9); ``user_id`` is then "".
     broadcast: bool = False
+    # When the worker published the content event (Pub/Sub publishTime, epoch seconds), so the
+    # stream can measure end-to-end delivery delay (the delivery SLO); None when unknown.
+    published_at: float | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at}
@@ -64,6 +67,8 @@ class ChannelMessage:
             body["seq"] = self.seq
         if self.broadcast:
             body["broadcast"] = True
+        if self.published_at is not None:
+            body["published_at"] = self.published_at
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def attributes(self) -> dict[str, str]:
@@ -90,6 +95,7 @@ class ChannelMessage:
         if attributes and attributes.get("user_id") not in (None, user_id):
             raise ValueError("channel message whose attribute user_id contradicts its body")
         sent_at = body.get("sent_at")
+        published_at = body.get("published_at")
         return cls(
             user_id=user_id,
             type=body["type"],
@@ -97,6 +103,7 @@ class ChannelMessage:
             sent_at=float(sent_at) if isinstance(sent_at, int | float) else time.time(),
             seq=seq,
             broadcast=broadcast,
+            published_at=float(published_at) if isinstance(published_at, int | float) else None,
         )
 
 

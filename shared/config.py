@@ -33,6 +33,8 @@ class Settings:
     event_max_age_seconds: int = 3600
     backend_timeout_seconds: float = 10.0
     sse_connection_timeout: float = 300.0
+    # How long a process trusts its last read of the kill switch (shared/killswitch.py).
+    killswitch_cache_seconds: float = 5.0
     log_level: str = "INFO"
     running_on_gcp: bool = False
     # NOTIFICATIONS_LOCAL_MODE: a development run (make run, the tests), the
@@ -118,6 +120,7 @@ def common_fields(env: Mapping[str, str]) -> dict[str, Any]:
         "event_max_age_seconds": integer(env, "EVENT_MAX_AGE_SECONDS", 3600, minimum=1, maximum=7 * 86400),
         "backend_timeout_seconds": number(env, "BACKEND_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
         "sse_connection_timeout": number(env, "SSE_CONNECTION_TIMEOUT", 300.0, minimum=1, maximum=86400),
+        "killswitch_cache_seconds": number(env, "KILLSWITCH_CACHE_SECONDS", 5.0, minimum=0.1, maximum=300),
         "log_level": level,
         "running_on_gcp": running_on_gcp(env),
         "local_mode": flag(env, "NOTIFICATIONS_LOCAL_MODE", False),

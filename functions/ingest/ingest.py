@@ -4,6 +4,12 @@ Contract (SPEC section 2): an invalid event is dead-lettered with its reason and
 acknowledged; a transient failure raises so Pub/Sub redelivers; an event that
 keeps failing past EVENT_MAX_AGE_SECONDS is dead-lettered instead of retried
 forever; any number of deliveries of one event yield one notification.
+
+While the kill switch has ingest off (shared/killswitch.py), every event is
+parked: republished unchanged to the dead-letter topic with ``error`` starting
+"kill switch" and acknowledged, so nothing is stored or announced, nothing is
+lost (``ops/replay_dead_letters.py --match "kill switch"`` brings it back), and
+Pub/Sub does not redeliver the whole backlog for as long as the switch is off.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import binascii
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +28,7 @@ from shared.config import Settings
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import parse_event
 from shared.feed import Verdict, change_message
+from shared.killswitch import Switches
 from shared.notification import build_notification
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"  # a redelivery: nothing changed, the change is announced again
     IGNORED = "ignored"  # older than the stored state, coalesced, or its notification was deleted
     DEAD_LETTERED = "dead_lettered"
+    PARKED = "parked"
 
 
 _OUTCOMES = {
@@ -92,6 +100,9 @@ def ingest(
 ) -> Outcome:
     """Process one delivery. Raises BackendUnavailable when Pub/Sub should redeliver."""
     now = now or datetime.now(UTC)
+    switches = backends.killswitch.current()
+    if not switches.ingest_enabled:
+        return _park(message, backends, switches)
     try:
         event = parse_event(message.data, message.attributes, message.message_id)
         new = build_notification(event, settings.notification_retention_days, now, event_time=message.publish_time)
@@ -109,7 +120,11 @@ def ingest(
         # A muted change is logged (replay skips it) but costs no publish.
         change = applied.change
         if change is not None and not applied.muted:
-            backends.channel.publish(change_message(event.user_id, change))
+            announced = change_message(event.user_id, change)
+            if message.publish_time is not None:
+                # The worker's publish time travels to the stream for the delivery SLO.
+                announced = replace(announced, published_at=message.publish_time.timestamp())
+            backends.channel.publish(announced)
     except Exception as exc:
         # Transient failures (and bugs, which a redelivery may not fix) are retried
         # until the event is too old, then dead-lettered: nothing retries forever.
@@ -154,6 +169,18 @@ def _dead_letter(message: PubsubMessage, backends: Backends, reason: str) -> Non
         "invalid content event dead-lettered",
         extra={"message_id": message.message_id, "reason": reason[:_MAX_ATTRIBUTE]},
     )
+    _send_to_dead_letters(message, backends, reason)
+
+
+def _park(message: PubsubMessage, backends: Backends, switches: Switches) -> Outcome:
+    reason = "kill switch: ingest switched off" + (f": {switches.reason}" if switches.reason else "")
+    # WARNING, not ERROR: an operator's decision, not a failure (no error alert, no SLO burn).
+    logger.warning("content event parked: ingest switched off", extra={"message_id": message.message_id})
+    _send_to_dead_letters(message, backends, reason)
+    return Outcome.PARKED
+
+
+def _send_to_dead_letters(message: PubsubMessage, backends: Backends, reason: str) -> None:
     attributes = {k: v for k, v in message.attributes.items() if k not in {"error", "original_message_id"}}
     attributes["error"] = _truncate_utf8(reason, _MAX_ATTRIBUTE)
     if message.message_id:

@@ -24,6 +24,7 @@ from functions.stream.config import StreamSettings, get_stream_settings
 from functions.stream.endpoint import StreamEndpoint
 from functions.stream.history import History
 from functions.stream.http import ApiError, api_error_response, error_response
+from functions.stream.probes import probe_routes
 from functions.stream.service import StreamService
 from functions.stream.tickets import issue_endpoint
 from shared.backends import Backends, get_backends
@@ -173,6 +174,7 @@ def create_app(
         Route(f"{PREFIX}/stream", Stream(), methods=["GET"]),
         Route(f"{PREFIX}/stream-ticket", issue_endpoint(settings), methods=["POST"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
+        *probe_routes(PREFIX, lambda: services[0] if services else None),
         Route(f"{PREFIX}/client.js", client_js, methods=["GET"]),
         Route(f"{PREFIX}/mark-read", history("mark_read"), methods=["POST"]),
         Route(f"{PREFIX}/mark-unread", history("mark_unread"), methods=["POST"]),

@@ -22,6 +22,7 @@ from functions.stream import metrics, sse
 from functions.stream.http import ApiError, api_error_response, error_response, unavailable
 from functions.stream.hub import HEAD
 from functions.stream.session import StreamSession
+from functions.stream.switch import refuse_if_switched_off
 from functions.stream.tickets import authenticate_stream
 from shared import ids
 from shared.errors import BackendUnavailable
@@ -114,6 +115,7 @@ class StreamEndpoint:
         hub = service.hub
         if hub is None or hub.shutting_down:
             raise unavailable("the service is shutting down")
+        await refuse_if_switched_off(service.backends.killswitch)
         now = time.time()
         if claims.expires_at <= now:
             raise ApiError(401, "token_expired", "token expired")

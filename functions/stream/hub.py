@@ -151,6 +151,7 @@ class Hub:
                 logger.error("dropping a channel message whose data names another user")
                 continue
             self._offer(sessions, message)
+            metrics.DELIVERIES.observe(message, now)
         if overflowed:
             logger.error("channel inbox overflowed; streams replay from the store", extra={"limit": INBOX_LIMIT})
             self.replay_all()

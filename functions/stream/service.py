@@ -213,7 +213,7 @@ class StreamService:
         """What the periodic "stream stats" log line carries (read by log-based metrics)."""
         return {
             "streams_open": self.hub.count if self.hub is not None else 0,
-            "fanout_latency_p95_seconds": metrics.FANOUT_WINDOW.take_p95(),
+            **metrics.interval_stats(self.hub.count if self.hub is not None else 0),
             "instance_id": self.instance_id,
         }
 

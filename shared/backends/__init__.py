@@ -16,6 +16,7 @@ from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryDirec
 from shared.backends.memory_tickets import MemoryRedeemedTickets
 from shared.channel import Channel, DeadLetterSink
 from shared.config import Settings, get_settings
+from shared.killswitch import KillSwitch, MemorySwitchDocument
 from shared.redeemed_tickets import RedeemedTickets
 from shared.registry import ConnectionRegistry
 from shared.store import NotificationStore
@@ -33,6 +34,8 @@ class Backends:
     registry: RegistryFactory = MemoryRegistry
     # Stream tickets already used; shared by every instance with Firestore.
     tickets: RedeemedTickets = field(default_factory=MemoryRedeemedTickets)
+    # The operator's switches (config/notifications on Firestore); one process's otherwise.
+    killswitch: KillSwitch = field(default_factory=lambda: KillSwitch(MemorySwitchDocument()))
 
     def close(self) -> None:
         self.channel.close()
@@ -46,6 +49,7 @@ _backends: Backends | None = None
 def build_backends(settings: Settings) -> Backends:
     if settings.backend == "memory":
         return memory_backends()
+    from shared.backends.firestore_config import FirestoreSwitchDocument
     from shared.backends.firestore_registry import FirestoreDirectory, FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
     from shared.backends.firestore_tickets import FirestoreRedeemedTickets
@@ -63,7 +67,11 @@ def build_backends(settings: Settings) -> Backends:
         return FirestoreRegistry(store.client, instance_id, limit, heartbeat_interval, timeout=timeout)
 
     tickets = FirestoreRedeemedTickets(store.client, timeout=timeout)
-    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry, tickets)
+    killswitch = KillSwitch(
+        FirestoreSwitchDocument(lambda: store.client, timeout=timeout), settings.killswitch_cache_seconds
+    )
+    dead_letters = PubSubDeadLetters(channel, settings.dead_letter_topic)
+    return Backends(store, channel, dead_letters, registry, tickets, killswitch)
 
 
 def memory_backends() -> Backends:

@@ -344,7 +344,7 @@ def test_a_tab_that_was_away_while_another_marked_the_card_read_ends_in_the_same
         for page in (away, other):
             wait_badge(page, 1)
         # The connection drops (no stream.closing); the client keeps its cursor.
-        away.evaluate("() => notificationClient._closeSource()")
+        away.evaluate("() => notificationClient.closeStream()")
         step("content_generation.progress", 40, 2)
         other.wait_for_function(
             "() => notificationClient.notifications[0]?.progress_percentage === 40", timeout=WAIT_MS
@@ -357,7 +357,7 @@ def test_a_tab_that_was_away_while_another_marked_the_card_read_ends_in_the_same
             "() => notificationClient.notifications[0]?.progress_percentage === 80", timeout=WAIT_MS
         )
         assert badge_count(other) == 0
-        away.evaluate("() => notificationClient._connect()")  # resumes with lastEventId: the replay
+        away.evaluate("() => notificationClient.connect()")  # resumes with lastEventId: the replay
         away.wait_for_function("() => notificationClient.notifications[0]?.progress_percentage === 80", timeout=WAIT_MS)
         wait_badge(away, 0)
         assert _feed_state(away) == _feed_state(other)

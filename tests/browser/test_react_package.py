@@ -212,7 +212,7 @@ def test_the_badge_caps_at_99_plus(
                 message="",
                 event_id=f"e{number}",
             )
-            store.persist(build_notification(event, 30, start + timedelta(milliseconds=number)))
+            store.apply(build_notification(event, 30, start + timedelta(milliseconds=number)))
     finally:
         store.close()
     page, _ = open_app(context, react_app, api, mint_token(worker.user_id, stack_settings, ttl_seconds=600))

@@ -4,6 +4,11 @@ Installed on PATH by tests/ops/conftest.py. Every call appends one JSON line
 {"tool", "argv", "stdin_bytes"} to $FAKE_GCLOUD_LOG. With FAKE_GCLOUD_MODE=missing,
 ``describe`` fails as NOT_FOUND and ``list`` finds nothing; with ``present`` both
 find what deploy.sh looks for.
+
+Cloud Run revisions (``run services describe``, ``run revisions list``): every
+service has the revisions of $FAKE_GCLOUD_REVISIONS, a JSON list of
+{"suffix", "ready", "percent"} oldest first (default: three Ready revisions,
+the newest serving everything), named SERVICE-SUFFIX.
 """
 
 from __future__ import annotations
@@ -53,6 +58,45 @@ def _field(group: str, field: str) -> dict[str, object]:
     }
 
 
+DEFAULT_REVISIONS = [
+    {"suffix": "00001-aaa", "ready": True, "percent": 0},
+    {"suffix": "00002-bbb", "ready": True, "percent": 0},
+    {"suffix": "00003-ccc", "ready": True, "percent": 100},
+]
+
+
+def _revisions(service: str) -> list[dict[str, object]]:
+    """The service's revisions as ``gcloud run revisions list --format=json`` prints them."""
+    spec = json.loads(os.environ.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
+    return [
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {
+                "name": f"{service}-{item['suffix']}",
+                # Listed newest first like gcloud, with distinct creation times.
+                "creationTimestamp": f"2026-11-{10 + n:02d}T10:00:00.000000Z",
+                "labels": {"serving.knative.dev/service": service},
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True" if item["ready"] else "False"}]},
+        }
+        for n, item in reversed(list(enumerate(spec)))
+    ]
+
+
+def _service(service: str) -> dict[str, object]:
+    spec = json.loads(os.environ.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
+    traffic = [
+        {"revisionName": f"{service}-{item['suffix']}", "percent": item["percent"]} for item in spec if item["percent"]
+    ]
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": service},
+        "status": {"traffic": traffic},
+    }
+
+
 def answer(argv: list[str], present: bool) -> tuple[int, str]:
     words = [a for a in argv if not a.startswith("-")]
     fmt = next((a.split("=", 1)[1] for a in argv if a.startswith("--format=")), "")
@@ -63,6 +107,8 @@ def answer(argv: list[str], present: bool) -> tuple[int, str]:
     if "describe" in words:
         if not present:
             return 1, ""
+        if words[:3] == ["run", "services", "describe"]:
+            return 0, json.dumps(_service(words[3]))
         if words[:3] == ["firestore", "indexes", "fields"]:
             if "ttlConfig.state" in fmt:
                 return 0, "ACTIVE"
@@ -77,6 +123,11 @@ def answer(argv: list[str], present: bool) -> tuple[int, str]:
             return 0, _composite_indexes() if present else "[]"
         if "policies" in words:
             return 0, "projects/p/alertPolicies/123" if present else ""
+        if words[:3] == ["monitoring", "dashboards", "list"]:
+            return 0, "projects/p/dashboards/d-42\tetag-7" if present else ""
+        if words[:3] == ["run", "revisions", "list"]:
+            service = next(a.split("=", 1)[1] for a in argv if a.startswith("--service="))
+            return 0, json.dumps(_revisions(service)) if present else "[]"
         return 0, ""
     return 0, ""
 

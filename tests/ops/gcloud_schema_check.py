@@ -1,4 +1,4 @@
-"""Check monitoring files against the API message schemas shipped in the Google Cloud SDK.
+"""Check monitoring files (log-based metrics, alert policies, dashboards) against the API message schemas of the SDK.
 
 Run with the SDK's own Python (tests/ops/test_monitoring_schema.py does):
     python gcloud_schema_check.py SDK_ROOT FILE...
@@ -19,6 +19,7 @@ def main() -> int:
     from apitools.base.py import encoding
     from googlecloudsdk.core import yaml
     from googlecloudsdk.generated_clients.apis.logging.v2 import logging_v2_messages
+    from googlecloudsdk.generated_clients.apis.monitoring.v1 import monitoring_v1_messages
     from googlecloudsdk.generated_clients.apis.monitoring.v3 import monitoring_v3_messages
 
     def unknown(message: Any, path: str = "") -> list[str]:
@@ -32,7 +33,12 @@ def main() -> int:
         return found
 
     for path in sys.argv[2:]:
-        kind = logging_v2_messages.LogMetric if "/metrics/" in path else monitoring_v3_messages.AlertPolicy
+        if "/metrics/" in path:
+            kind = logging_v2_messages.LogMetric
+        elif "/dashboards/" in path:
+            kind = monitoring_v1_messages.Dashboard
+        else:
+            kind = monitoring_v3_messages.AlertPolicy
         try:
             with open(path) as handle:
                 data = json.loads(json.dumps(yaml.load(handle.read())))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from functions.stream.app import create_app
+from functions.stream.config import load_stream_settings
 from tests.ops.conftest import PROJECT, REGION, ROOT, DeployRun, FakeCloud, deploy_apis, flag
 
 SA = {
@@ -65,6 +67,9 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
         "stream_instances",
         "cleanup_orphan_subscriptions",
         "stream_tickets",
+        "changes",
+        "broadcasts",
+        "broadcast_keys",
     }
     wanted = json.loads(cloud.indexes.read_text())["indexes"]
     composite = run.find("firestore", "indexes", "composite", "create")
@@ -164,6 +169,30 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     assert "JWT_SECRET" not in env
     assert 0 < int(env["SSE_MAX_STREAM_SECONDS"]) < 3600
     assert flag(stream, "service-account") == SA["notif-stream"]
+    # Probes on routes the service has, answered from memory (functions/stream/probes.py).
+    routes = {
+        getattr(r, "path", "")
+        for r in create_app(
+            load_stream_settings({"NOTIFICATIONS_BACKEND": "memory", "NOTIFICATIONS_LOCAL_MODE": "true"})
+        ).routes
+    }
+    for name, path in (
+        ("startup-probe", "/api/v1/notifications/ready"),
+        ("liveness-probe", "/api/v1/notifications/live"),
+    ):
+        probe = dict(item.split("=", 1) for item in flag(stream, name).split(","))
+        assert probe["httpGet.path"] == path and path in routes
+        assert int(probe["timeoutSeconds"]) <= int(probe["periodSeconds"])
+        # Startup within Cloud Run's 240 s; liveness slow to cut an instance's streams.
+        budget = int(probe["periodSeconds"]) * int(probe["failureThreshold"])
+        assert budget <= 240 if name == "startup-probe" else budget >= 30
+
+    # Every deploy serves the code it deployed, even after a rollback pinned an old revision.
+    for service in ("notifications-ingest", "notifications-stream", "notifications-cleanup"):
+        latest = run.one("run", "services", "update-traffic", service, "--to-latest")
+        deployed = next(c for c in run.calls if c.has("deploy", service))
+        assert run.calls.index(latest) > run.calls.index(deployed)
+        assert flag(latest, "region") == REGION
 
     # Cleanup: private, invoked by the scheduler's identity only, every 5 minutes with OIDC.
     cleanup = run.one("functions", "deploy", "notifications-cleanup")
@@ -183,6 +212,8 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     assert metrics == {p.stem for p in (ROOT / "ops" / "metrics").glob("*.yaml")}
     policies = {flag(c, "policy-from-file") for c in run.find("monitoring", "policies", "create")}
     assert policies == {str(p) for p in (ROOT / "ops" / "alerts").glob("*.yaml")}
+    dashboard = run.one("monitoring", "dashboards", "create")
+    assert flag(dashboard, "config-from-file") == str(ROOT / "ops" / "dashboards" / "notifications.json")
 
 
 def test_the_staged_folders_hold_main_shared_and_requirements(cloud: FakeCloud) -> None:
@@ -215,6 +246,11 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud) -> None:
     run.one("scheduler", "jobs", "update", "http")
     assert len(run.find("logging", "metrics", "update")) == len(list((ROOT / "ops" / "metrics").glob("*.yaml")))
     assert len(run.find("monitoring", "policies", "update")) == len(list((ROOT / "ops" / "alerts").glob("*.yaml")))
+    # The dashboard is updated in place, with the etag the listing gave.
+    update = run.one("monitoring", "dashboards", "update", "projects/p/dashboards/d-42")
+    sent = json.loads(Path(flag(update, "config-from-file")).read_text())
+    committed = json.loads((ROOT / "ops" / "dashboards" / "notifications.json").read_text())
+    assert sent == {**committed, "etag": "etag-7"}
 
 
 def test_dry_run_prints_every_command_and_runs_none(cloud: FakeCloud) -> None:
@@ -233,6 +269,8 @@ def test_dry_run_prints_every_command_and_runs_none(cloud: FakeCloud) -> None:
         "gcloud scheduler jobs create http notifications-cleanup-every-5m",
         "gcloud logging metrics create",
         "gcloud alpha monitoring policies create",
+        "gcloud monitoring dashboards create",
+        "gcloud run services update-traffic notifications-stream",
     ):
         assert needle in printed, needle
 
@@ -283,6 +321,8 @@ def test_monitoring_files_are_valid_and_alerts_use_defined_metrics() -> None:
         displays.add(policy["displayName"])
         assert "docs/operations.md" in policy["documentation"]["content"], path
         for condition in policy["conditions"]:
+            if "conditionPrometheusQueryLanguage" in condition:
+                continue  # PromQL: parsed and checked in test_slos_and_dashboard.py
             threshold = condition["conditionThreshold"]
             assert threshold["comparison"].startswith("COMPARISON_") and threshold["aggregations"], path
             for used in threshold["filter"].split('metric.type="logging.googleapis.com/user/')[1:]:

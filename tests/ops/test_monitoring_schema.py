@@ -1,4 +1,4 @@
-"""The log-based metrics and alert policies use only fields the Logging and Monitoring APIs know.
+"""The log-based metrics, alert policies and dashboards use only fields the Logging and Monitoring APIs know.
 
 Checked offline with the API message classes of the installed Google Cloud SDK
 (a typo such as ``comparision`` would otherwise surface only at deploy time).
@@ -32,7 +32,7 @@ def test_metrics_and_alerts_match_the_api_schemas() -> None:
     if found is None:
         pytest.skip("no Google Cloud SDK with its bundled Python here")
     root, python = found
-    files = sorted(str(p) for p in (ROOT / "ops").glob("*/*.yaml"))
+    files = sorted(str(p) for p in [*(ROOT / "ops").glob("*/*.yaml"), *(ROOT / "ops" / "dashboards").glob("*.json")])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     result = subprocess.run(
         [str(python), str(Path(__file__).with_name("gcloud_schema_check.py")), str(root), *files],
@@ -44,18 +44,29 @@ def test_metrics_and_alerts_match_the_api_schemas() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == len(files) >= 10
+    assert len(lines) == len(files) >= 30
+    assert any(line.endswith(".json OK") for line in lines), "the dashboard is checked too"
     assert [line for line in lines if not line.endswith(" OK")] == []
 
 
-def test_the_checker_catches_a_misspelled_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "source", "typo", "reported"),
+    [
+        ("alerts/bad.yaml", "alerts/dead_letters.yaml", ("comparison:", "comparision:"), "comparision"),
+        ("alerts/bad.yaml", "alerts/slo_delivery_fast.yaml", ("CRITICAL", "CRITICL"), "/severity"),
+        ("dashboards/bad.json", "dashboards/notifications.json", ('"plotType"', '"plotTyp"'), "plotTyp"),
+    ],
+)
+def test_the_checker_catches_a_misspelled_field(
+    tmp_path: Path, name: str, source: str, typo: tuple[str, str], reported: str
+) -> None:
     found = sdk()
     if found is None:
         pytest.skip("no Google Cloud SDK with its bundled Python here")
     root, python = found
-    bad = tmp_path / "alerts" / "bad.yaml"
+    bad = tmp_path / name
     bad.parent.mkdir()
-    bad.write_text((ROOT / "ops" / "alerts" / "dead_letters.yaml").read_text().replace("comparison:", "comparision:"))
+    bad.write_text((ROOT / "ops" / source).read_text().replace(*typo, 1))
     result = subprocess.run(
         [str(python), str(Path(__file__).with_name("gcloud_schema_check.py")), str(root), str(bad)],
         capture_output=True,
@@ -63,4 +74,4 @@ def test_the_checker_catches_a_misspelled_field(tmp_path: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert "BAD" in result.stdout and "comparision" in result.stdout
+    assert "BAD" in result.stdout and reported in result.stdout

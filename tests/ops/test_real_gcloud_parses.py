@@ -19,7 +19,8 @@ import pytest
 
 from tests.ops.conftest import PROJECT, FakeCloud
 
-pytestmark = pytest.mark.slow
+# Three deploy.sh runs and one real gcloud start (about 6 s here) per command shape.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def isolated(gcloud: str, config: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -54,8 +55,11 @@ def test_every_command_shape_parses_with_the_real_gcloud(cloud: FakeCloud, tmp_p
         pytest.skip(f"cannot run gcloud in an empty network namespace here: {probe.stderr[-300:]}")
 
     shapes: dict[tuple[object, ...], list[str]] = {}
-    for mode in ("missing", "present"):
-        run = cloud.run("--project", PROJECT, "--jwt-secret-file", str(cloud.indexes), mode=mode)
+    runs = [
+        (mode, ("--project", PROJECT, "--jwt-secret-file", str(cloud.indexes))) for mode in ("missing", "present")
+    ] + [("present", ("--project", PROJECT, "rollback"))]
+    for mode, args in runs:
+        run = cloud.run(*args, mode=mode)
         assert run.result.returncode == 0, run.result.stderr[-2000:]
         for call in run.calls:
             if call.tool != "gcloud" or call.argv[:2] == ["auth", "print-access-token"]:
