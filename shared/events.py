@@ -68,6 +68,9 @@ def validate_user_id(user_id: object, source: str = "user_id") -> str:
         raise InvalidEventError(f"{source} must be a string, got {_type_name(user_id)}")
     if not 1 <= len(user_id) <= MAX_USER_ID:
         raise InvalidEventError(f"{source} must be 1-{MAX_USER_ID} characters, got {len(user_id)}")
+    if not _is_unicode(user_id):
+        # A lone surrogate (JSON's "\ud800") is no text: Firestore's client cannot encode it.
+        raise InvalidEventError(f"{source} contains a lone surrogate (not valid Unicode)")
     if "/" in user_id:
         raise InvalidEventError(f"{source} must not contain '/'")
     if user_id in {".", ".."} or (user_id.startswith("__") and user_id.endswith("__")):
@@ -128,13 +131,19 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
     )
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_unicode(value: Any, path: str) -> None:
     """JSON may escape lone surrogates (\\ud800), which no UTF-8 store or browser can carry."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidEventError(f"{path[:100]} contains a lone surrogate (not valid Unicode)") from None
+        if not _is_unicode(value):
+            raise InvalidEventError(f"{path[:100]} contains a lone surrogate (not valid Unicode)")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_unicode(key, f"{path} key")
