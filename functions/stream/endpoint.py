@@ -18,10 +18,17 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
-from functions.stream.http import ApiError, api_error_response, authenticate, error_response, unavailable
+from functions.stream.http import (
+    ApiError,
+    api_error_response,
+    authenticate,
+    error_response,
+    misconfigured,
+    unavailable,
+)
 from functions.stream.session import RECENT_IDS, StreamSession
 from shared import ids
-from shared.errors import BackendUnavailable
+from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.logs import reset_trace, set_trace
 
 if TYPE_CHECKING:
@@ -126,6 +133,9 @@ class StreamEndpoint:
         if last_event_id is not None:
             try:
                 await hub.replay(session, last_event_id, announce_truncation=True)
+            except BackendMisconfigured:
+                await service.forget(session)
+                raise misconfigured() from None
             except BackendUnavailable as exc:
                 await service.forget(session)
                 logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
@@ -170,6 +180,8 @@ class StreamEndpoint:
                     late.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, never raise
 
             attempt.add_done_callback(release_late)
+        except BackendMisconfigured:
+            raise misconfigured() from None
         except BackendUnavailable as exc:
             logger.warning("connection registry unavailable", extra={"error": str(exc)})
         raise unavailable("connection registry unavailable")

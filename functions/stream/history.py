@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from functions.stream.http import ApiError, authenticate, json_body, unavailable
+from functions.stream.http import ApiError, authenticate, json_body, misconfigured, unavailable
 from shared.channel import ChannelMessage, MessageType
-from shared.errors import BackendUnavailable
+from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.ids import is_valid_id
 from shared.store import MAX_PAGE
 
@@ -78,6 +78,8 @@ class History:
     async def _call(self, function: Any, *args: Any) -> Any:
         try:
             return await asyncio.to_thread(function, *args)
+        except BackendMisconfigured:
+            raise misconfigured() from None
         except BackendUnavailable as exc:
             logger.warning("store unavailable", extra={"error": str(exc)})
             raise unavailable("notification store unavailable") from None

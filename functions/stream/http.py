@@ -39,6 +39,15 @@ def unavailable(message: str) -> ApiError:
     return ApiError(503, "unavailable", message, {"Retry-After": RETRY_AFTER_UNAVAILABLE})
 
 
+def misconfigured() -> ApiError:
+    """A backend refused for a reason only the deployment can fix: a server error, not a 503 to wait out.
+
+    The ERROR log line of ``shared.backends.google_errors`` names what is missing;
+    the client is told no more than that the service is misconfigured.
+    """
+    return ApiError(500, "backend_misconfigured", "the service is misconfigured; its operators have been alerted")
+
+
 def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer`` or, for EventSource, of ``?token=``."""
     header = request.headers.get("authorization")

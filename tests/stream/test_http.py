@@ -8,7 +8,6 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -17,12 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from starlette.applications import Starlette
 
 from functions.stream.app import create_app
 from functions.stream.config import load_stream_settings
 from shared.backends import Backends
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
+from tests.support.asgi import serving
 
 STREAM = "/api/v1/notifications/stream"
 AUDIENCE, ISSUER = "notifications", "https://issuer.example"
@@ -51,15 +50,6 @@ def anyio_backend() -> str:
 
 def _memory() -> Backends:
     return Backends(MemoryStore(), MemoryChannel(), MemoryDeadLetters())
-
-
-@asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and a client that calls it in process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
-            yield client
 
 
 @pytest.fixture
