@@ -44,7 +44,8 @@ def build_backends(settings: Settings) -> Backends:
         return memory_backends()
     from shared.backends.firestore_registry import FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
-    from shared.backends.pubsub_channel import PubSubChannel, PubSubDeadLetters
+    from shared.backends.pubsub_channel import PubSubChannel
+    from shared.backends.pubsub_dead_letters import PubSubDeadLetters
 
     timeout = settings.backend_timeout_seconds
     store = FirestoreStore(settings.project_id, timeout=timeout)
@@ -53,7 +54,8 @@ def build_backends(settings: Settings) -> Backends:
     def registry(instance_id: str, limit: int, heartbeat_interval: float) -> ConnectionRegistry:
         return FirestoreRegistry(store.client, instance_id, limit, heartbeat_interval, timeout=timeout)
 
-    return Backends(store, channel, PubSubDeadLetters(channel, settings.dead_letter_topic), registry)
+    dead_letters = PubSubDeadLetters(settings.project_id, settings.dead_letter_topic, timeout=timeout)
+    return Backends(store, channel, dead_letters, registry)
 
 
 def memory_backends() -> Backends:

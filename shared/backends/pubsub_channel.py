@@ -1,4 +1,4 @@
-"""The live channel and the dead-letter sink on Google Cloud Pub/Sub.
+"""The live channel on Google Cloud Pub/Sub (the dead-letter sink is in ``pubsub_dead_letters``).
 
 Every message goes to one topic (NOTIFICATIONS_TOPIC) with the Redis channel
 name as attribute ``channel`` and the user id as ordering key. Each process that
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent import futures
 from datetime import timedelta
 from typing import Any
@@ -21,7 +21,9 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud.pubsub_v1.types import BatchSettings, FlowControl, PublisherOptions
 from google.protobuf import duration_pb2
 
-from shared.channel import Channel, ChannelMessage, DeadLetterSink, GapHandler, MessageHandler, Subscription
+from shared.backends.google_errors import backend_error
+from shared.backends.pubsub_dead_letters import PubSubDeadLetters  # noqa: F401 - moved there; importable here
+from shared.channel import Channel, ChannelMessage, GapHandler, MessageHandler, Subscription
 from shared.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -32,10 +34,6 @@ _EXPIRATION = timedelta(days=1)
 # Pub/Sub's minimum retention: what a stream misses beyond this is recovered from Firestore anyway.
 _RETENTION = timedelta(minutes=10)
 _RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, gexc.GoogleAPIError | futures.TimeoutError | TimeoutError | ConnectionError)
 
 
 def instance_subscription_id(instance_id: str) -> str:
@@ -94,7 +92,7 @@ class PubSubChannel(Channel):
                 # A failed publish pauses its ordering key until resumed.
                 publisher.resume_publish(self.topic_path, message.user_id)
         if failure is not None:
-            raise BackendUnavailable(f"publish to {self._topic_id} failed: {failure!r}") from failure
+            raise backend_error(failure, f"publish to {self._topic_id}", "Pub/Sub") from failure
 
     def ping(self) -> None:
         try:
@@ -229,22 +227,6 @@ class InstanceSubscription(Subscription):
         except gexc.GoogleAPIError as exc:
             # It expires by itself; the cleanup function also removes orphans.
             logger.warning("could not delete channel subscription", extra={"error": repr(exc)})
-
-
-class PubSubDeadLetters(DeadLetterSink):
-    def __init__(self, channel: PubSubChannel, topic: str) -> None:
-        self._channel = channel
-        self._topic_path = f"projects/{channel._project_id}/topics/{topic}"
-
-    def send(self, data: bytes, attributes: Mapping[str, str]) -> None:
-        publisher = self._channel._publisher_client()
-        try:
-            future = publisher.publish(self._topic_path, data, timeout=self._channel._timeout, **attributes)
-            future.result(timeout=self._channel._timeout)
-        except Exception as exc:
-            if _transient(exc) or isinstance(exc, futures.TimeoutError):
-                raise BackendUnavailable(f"dead-letter publish failed: {exc!r}") from exc
-            raise
 
 
 def ensure_topics(project_id: str, topics: Iterable[str], timeout: float = 10.0) -> None:
