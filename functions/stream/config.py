@@ -21,6 +21,7 @@ class StreamSettings(Settings, TokenSettings):
     cors_allowed_origins: tuple[str, ...] = ()
     demo_page: bool = False
     stream_stats_interval: float = 60.0
+    http_body_timeout_seconds: float = 10.0
 
 
 def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
@@ -39,6 +40,7 @@ def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings
         cors_allowed_origins=origins,
         demo_page=flag(env, "DEMO_PAGE", not running_on_gcp(env)),
         stream_stats_interval=number(env, "STREAM_STATS_INTERVAL", 60.0, minimum=0.05, maximum=3600),
+        http_body_timeout_seconds=number(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
     )
 
 

@@ -115,7 +115,7 @@ class History:
 
     async def _mark(self, request: Request, read: bool) -> Response:
         claims = authenticate(request, self._service.settings)
-        ids = _ids(await json_body(request), allow_all=True)
+        ids = _ids(await json_body(request, self._service.settings.http_body_timeout_seconds), allow_all=True)
         changed: list[str] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
         if changed:
             await self._announce(claims.user_id, "notification.updated", {"ids": changed, "read": read})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -69,8 +70,12 @@ def authenticate(request: Request, settings: StreamSettings) -> Claims:
         raise ApiError(exc.status, exc.code, str(exc)) from None
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, read with a size limit."""
+async def json_body(request: Request, timeout: float) -> dict[str, Any]:
+    """The request's JSON object, read with a size limit and within ``timeout`` seconds.
+
+    The time bound is the body's counterpart of the protocol's header timeout: a
+    client sending one byte every few seconds must not hold a connection forever.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -79,10 +84,16 @@ async def json_body(request: Request) -> dict[str, Any]:
         except ValueError:
             raise ApiError(400, "bad_request", "invalid Content-Length") from None
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > MAX_BODY_BYTES:
+                    raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body must arrive within {timeout:g} s", {"Connection": "close"}
+        ) from None
     if not body:
         raise ApiError(400, "bad_request", "a JSON body is required")
     try:
