@@ -26,6 +26,7 @@ from functions.stream.http import (
     misconfigured,
     unavailable,
 )
+from functions.stream.ratelimit import enforce
 from functions.stream.session import RECENT_IDS, StreamSession
 from shared import ids
 from shared.errors import BackendMisconfigured, BackendUnavailable
@@ -95,6 +96,7 @@ class StreamEndpoint:
         service = self._service
         settings = service.settings
         claims = authenticate(request, settings)
+        enforce(service, "connects", claims.user_id)
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")

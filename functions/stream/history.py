@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.stream.http import ApiError, authenticate, json_body, misconfigured, unavailable
+from functions.stream.ratelimit import enforce
 from shared.channel import ChannelMessage, MessageType
 from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.ids import is_valid_id
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
     from functions.stream.service import StreamService
 
 logger = logging.getLogger(__name__)
-
-MAX_IDS_PER_CALL = 500
-
 
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
@@ -52,7 +50,7 @@ def _flag(raw: str | None, name: str) -> bool:
     raise ApiError(400, "bad_request", f"{name} must be true or false")
 
 
-def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
+def _ids(body: dict[str, Any], *, allow_all: bool, max_ids: int) -> list[str] | None:
     """The ids a mark call names, or None for ``{"all": true}``."""
     unknown = set(body) - {"notification_ids", "all"}
     if unknown:
@@ -64,8 +62,9 @@ def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
     ids = body.get("notification_ids")
     if not isinstance(ids, list) or not ids:
         raise ApiError(400, "bad_request", "notification_ids must be a non-empty array of ids")
-    if len(ids) > MAX_IDS_PER_CALL:
-        raise ApiError(400, "bad_request", f"at most {MAX_IDS_PER_CALL} notification_ids per call")
+    if len(ids) > max_ids:
+        # Each id is a document read: the bound keeps one call's cost small (the rate limit, the number of calls).
+        raise ApiError(400, "bad_request", f"at most {max_ids} notification_ids per call")
     if not all(isinstance(i, str) and is_valid_id(i) for i in ids):
         raise ApiError(400, "bad_request", "every notification id must be 24 lowercase hex digits")
     return list(dict.fromkeys(ids))
@@ -94,6 +93,7 @@ class History:
 
     async def list(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "history", claims.user_id)
         params = request.query_params
         limit = _limit(params.get("limit"))
         cursor = params.get("cursor") or None
@@ -114,8 +114,11 @@ class History:
         )
 
     async def _mark(self, request: Request, read: bool) -> Response:
-        claims = authenticate(request, self._service.settings)
-        ids = _ids(await json_body(request, self._service.settings.http_body_timeout_seconds), allow_all=True)
+        settings = self._service.settings
+        claims = authenticate(request, settings)
+        enforce(self._service, "changes", claims.user_id)
+        body = await json_body(request, settings.http_body_timeout_seconds)
+        ids = _ids(body, allow_all=True, max_ids=settings.history_max_ids_per_request)
         changed: list[str] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
         if changed:
             await self._announce(claims.user_id, "notification.updated", {"ids": changed, "read": read})
@@ -129,6 +132,7 @@ class History:
 
     async def delete_one(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "changes", claims.user_id)
         notification_id = str(request.path_params["notification_id"])
         if not is_valid_id(notification_id):
             raise ApiError(400, "bad_request", "notification id must be 24 lowercase hex digits")
@@ -140,6 +144,7 @@ class History:
 
     async def delete_all(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "changes", claims.user_id)
         deleted: int = await self._call(self._service.backends.store.delete_all, claims.user_id)
         if deleted:
             await self._announce(claims.user_id, "notification.deleted", {"all": True})

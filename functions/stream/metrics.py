@@ -7,6 +7,7 @@ from collections import deque
 from prometheus_client import Counter, Gauge, Histogram
 
 STREAMS_OPEN = Gauge("sse_streams_open", "SSE streams currently open in this process")
+RATE_LIMITED = Counter("sse_rate_limited_total", "Requests answered 429 by the per-user rate limits, by kind", ["kind"])
 CONNECTS_REJECTED = Counter("sse_connects_rejected_total", "Stream connections refused, by reason", ["reason"])
 STREAMS_CLOSED = Counter("sse_streams_closed_total", "Streams ended, by reason", ["reason"])
 NOTIFICATIONS_DELIVERED = Counter(
