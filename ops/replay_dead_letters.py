@@ -6,7 +6,9 @@ Pulls from the dead-letter inspection subscription, republishes each message to
 CONTENT_EVENTS_TOPIC without the ``error`` / ``original_message_id`` attributes
 ingest added, and acknowledges it once the publish succeeded. A message whose
 ``error`` does not contain ``--match`` is left alone (its lease is released so
-it stays for later).
+it stays for later). A dead letter that ingest had to trim to fit Pub/Sub's
+limits (attribute ``trimmed``: part of its body or some attributes are not in
+it) is always left: republishing it would not be the event the worker sent.
 
 Idempotency: an event without ``event_id`` was keyed by its original Pub/Sub
 message id; the replay writes that id into the body as ``event_id``, so an event
@@ -25,7 +27,7 @@ from typing import Any
 
 DEFAULT_SUBSCRIPTION = "content-generation-events-dead-letter-inspect"
 DEFAULT_TOPIC = "content-generation-events"
-_ADDED = {"error", "original_message_id"}
+_ADDED = {"error", "original_message_id", "trimmed"}
 
 
 @dataclass
@@ -73,14 +75,16 @@ def replay(
         for received in response.received_messages:
             message = received.message
             attributes = dict(message.attributes)
-            if (match and match not in attributes.get("error", "")) or dry_run:
+            trimmed = attributes.get("trimmed")
+            if (match and match not in attributes.get("error", "")) or dry_run or trimmed:
                 keep.append(received.ack_id)
                 if message.message_id not in left:
                     left.add(message.message_id)
                     new += 1
                     result.skipped += 1
-                    verb = "would replay" if dry_run else "leave"
-                    print(f"{verb} {message.message_id}: {attributes.get('error', '')}")
+                    verb = "would replay" if dry_run and not trimmed else "leave"
+                    note = f" (trimmed, replay by hand: {trimmed})" if trimmed else ""
+                    print(f"{verb} {message.message_id}: {attributes.get('error', '')}{note}")
                 continue
             new += 1
             clean = {k: v for k, v in attributes.items() if k not in _ADDED}

@@ -17,6 +17,19 @@ class BackendUnavailable(NotificationError):
     """Firestore or Pub/Sub could not be reached; the operation may succeed later."""
 
 
+class BackendMisconfigured(BackendUnavailable):
+    """Firestore or Pub/Sub refused for a reason only a change to the deployment fixes.
+
+    A missing topic, subscription, database or index, or a missing IAM binding:
+    waiting does not help, so what decides about retries or answers clients
+    checks for it first (ingest dead-letters instead of having Pub/Sub
+    redeliver; the stream service answers 500 ``backend_misconfigured``, not
+    503). It is a BackendUnavailable so that code that only knows outages
+    (background heartbeats, re-subscription) keeps retrying and recovers by
+    itself once someone fixes the deployment.
+    """
+
+
 class AuthError(NotificationError):
     """A request's credentials were missing, malformed or refused."""
 

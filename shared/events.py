@@ -7,6 +7,7 @@ the dead-letter topic where a person reads it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,9 @@ def validate_user_id(user_id: object, source: str = "user_id") -> str:
         raise InvalidEventError(f"{source} must be a string, got {_type_name(user_id)}")
     if not 1 <= len(user_id) <= MAX_USER_ID:
         raise InvalidEventError(f"{source} must be 1-{MAX_USER_ID} characters, got {len(user_id)}")
+    if not _is_unicode(user_id):
+        # A lone surrogate (JSON's "\ud800") is no text: Firestore's client cannot encode it.
+        raise InvalidEventError(f"{source} contains a lone surrogate (not valid Unicode)")
     if "/" in user_id:
         raise InvalidEventError(f"{source} must not contain '/'")
     if user_id in {".", ".."} or (user_id.startswith("__") and user_id.endswith("__")):
@@ -93,9 +97,12 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
     except UnicodeDecodeError as exc:
         raise InvalidEventError(f"message data is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidEventError(f"message data is not JSON: {exc}") from None
+    except ValueError as exc:
+        # Python caps the digits of an integer it parses (4,300): a number of 5,000 digits lands here.
+        raise InvalidEventError(f"message data is not JSON this service reads: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise InvalidEventError(f"message data must be a JSON object, got {_type_name(body)}")
     _check_unicode(body, "event")
@@ -134,13 +141,19 @@ def parse_event(data: bytes, attributes: Mapping[str, str], message_id: str) -> 
     )
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_unicode(value: Any, path: str) -> None:
     """JSON may escape lone surrogates (\\ud800), which no UTF-8 store or browser can carry."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidEventError(f"{path[:100]} contains a lone surrogate (not valid Unicode)") from None
+        if not _is_unicode(value):
+            raise InvalidEventError(f"{path[:100]} contains a lone surrogate (not valid Unicode)")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_unicode(key, f"{path} key")
@@ -153,6 +166,14 @@ def _check_unicode(value: Any, path: str) -> None:
 def _reject_constant(name: str) -> Any:
     # json accepts NaN and Infinity, which no browser's JSON.parse does.
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON that Python reads as inf, which JSON.parse in a browser cannot read back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidEventError(f"number {text[:30]} is out of the range of a 64-bit float")
+    return value
 
 
 def _type_name(value: object) -> str:
@@ -275,4 +296,8 @@ def _timestamp(body: Mapping[str, Any]) -> datetime | None:
         raise InvalidEventError(f"timestamp {value[:64]!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        # 0001-01-01T00:00:00+01:00 is a valid ISO string whose UTC time is before year 1.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEventError(f"timestamp {value[:64]!r} is outside years 1-9999 in UTC") from None

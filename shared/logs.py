@@ -3,7 +3,9 @@
 One JSON object per line on stderr, with ``severity`` and ``message``; the trace
 of the request being served, when there is one, under Cloud Logging's key so the
 log lines group under the request. Anything that looks like a credential is
-replaced before the line is written, whichever logger produced it.
+replaced before the line is written, whichever logger produced it, and also
+when it is percent-encoded (``?%74oken=``, a JWT with ``%2E`` for its dots):
+what the server decodes is what is redacted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 _TRACE: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
 
@@ -22,18 +25,42 @@ _REDACTIONS = (
     # A JWT anywhere: three base64url segments, the first a JSON header.
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"), "[REDACTED]"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1[REDACTED]"),
-    # Query credentials: ?token= (and access_token=), and single-use stream tickets (?ticket=).
-    (re.compile(r"(?i)((?:^|[?&\s\"'])(?:(?:access_)?token|ticket)=)[^&\s\"']+"), r"\1[REDACTED]"),
+    # Credentials in a query: ?token=, ?access_token=, ?id_token=..., and stream tickets (?ticket=).
+    (re.compile(r"(?i)((?:^|[?&;\s\"'])[a-z_]*(?:token|ticket)=)[^&\s\"']+"), r"\1[REDACTED]"),
 )
+# A run of text with a percent-escape in it: Starlette decodes ?%74oken=, %65yJ... and
+# %2E before it reads a query, so such a run is redacted as it reads after decoding.
+_ENCODED_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+_DECODE_ROUNDS = 3  # double and triple encoding too: redacting more than Starlette reads costs nothing
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
-    """``text`` with every token-like substring replaced."""
+    """``text`` with every token-like substring replaced, also where it is percent-encoded."""
+    text = _redact_plain(text)
+    if "%" in text:
+        text = _ENCODED_RUN.sub(_redact_encoded_run, text)
+    return text
+
+
+def _redact_plain(text: str) -> str:
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _redact_encoded_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    decoded = run
+    for _ in range(_DECODE_ROUNDS):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    redacted = _redact_plain(decoded)
+    # Logged decoded only when something had to go: a harmless run stays as it came.
+    return run if redacted == decoded else redacted
 
 
 def set_trace(trace_header: str | None, project_id: str) -> contextvars.Token[str | None]:

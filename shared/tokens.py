@@ -1,12 +1,17 @@
 """JWT access tokens: verification for the stream service, minting for development.
 
-HS256 with JWT_SECRET, or RS256/ES256 with JWT_PUBLIC_KEY; never ``none`` and
-never an algorithm the configured key was not meant for (so an RS256 public
-key cannot be used as an HS256 secret).
+HS256 with JWT_SECRET, or with JWT_PUBLIC_KEY the one algorithm its key type
+signs (RS256 for an RSA key, ES256 for a P-256 key); never ``none`` and never an
+algorithm the configured key was not meant for (so an RS256 public key cannot be
+used as an HS256 secret, nor an RSA key handed to the ES256 verifier). Whatever
+a token makes the JWT library raise is a refusal (401), never a 500: the token
+is the attacker's input.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -14,10 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.config import flag, optional
 from shared.errors import AuthError, ConfigError, InvalidEventError
 from shared.events import validate_user_id
+
+logger = logging.getLogger(__name__)
 
 # Public on purpose: accepted only in local mode (NOTIFICATIONS_LOCAL_MODE=true).
 DEV_JWT_SECRET = "local-development-secret-not-for-production"  # noqa: S105
@@ -44,8 +54,8 @@ def token_fields(env: Mapping[str, str]) -> dict[str, Any]:
     anywhere else (Cloud Run, GKE, a VM, plain Docker) the process refuses to start.
     """
     public_key = optional(env, "JWT_PUBLIC_KEY")
-    if public_key and "-----BEGIN" not in public_key:
-        raise ConfigError("JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
+    if public_key is not None:
+        public_verification_key(public_key)  # refuse a key that cannot verify anything, at start
     secret = optional(env, "JWT_SECRET")
     if secret is None and public_key is None:
         if not flag(env, "NOTIFICATIONS_LOCAL_MODE", False):
@@ -75,37 +85,65 @@ class Claims:
     raw: dict[str, Any]
 
 
-def _algorithms(settings: TokenSettings) -> list[str]:
+MIN_RSA_BITS = 2048
+
+
+@functools.lru_cache(maxsize=8)
+def public_verification_key(pem: str) -> tuple[Any, str]:
+    """JWT_PUBLIC_KEY loaded once, and the one algorithm it verifies; ConfigError if it cannot be used."""
+    if "-----BEGIN" not in pem:
+        raise ConfigError("JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
+    try:
+        key = serialization.load_pem_public_key(pem.encode("utf-8"))
+    except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"JWT_PUBLIC_KEY is not a readable PEM public key: {type(exc).__name__}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(f"JWT_PUBLIC_KEY is an RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} needed")
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise ConfigError("JWT_PUBLIC_KEY must be an RSA key (RS256) or an EC key on P-256 (ES256)")
+
+
+def _verification(settings: TokenSettings) -> tuple[Any, str]:
     if settings.jwt_public_key:
-        return ["RS256", "ES256"]
-    return ["HS256"]
+        return public_verification_key(settings.jwt_public_key)
+    return settings.jwt_secret, "HS256"
 
 
 def verify_token(token: str, settings: TokenSettings, *, now: float | None = None) -> Claims:
     """The claims of a valid access token; AuthError (401 or 403) otherwise."""
     if not token or len(token) > 8192:
         raise AuthError("missing or oversized token")
-    key: Any = settings.jwt_public_key or settings.jwt_secret
+    key, algorithm = _verification(settings)
     options: Any = {"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None}
     try:
         header = jwt.get_unverified_header(token)
-        if header.get("alg") not in _algorithms(settings):
-            raise AuthError(f"token algorithm {str(header.get('alg'))[:20]!r} is not accepted")
+        alg = header.get("alg")
+        if alg != algorithm:
+            raise AuthError(f"token algorithm {str(alg)[:20]!r} is not accepted")
         claims = jwt.decode(
             token,
             key,
-            algorithms=_algorithms(settings),
+            algorithms=[algorithm],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             options=options,
             leeway=0,
         )
+    except AuthError:
+        raise
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired", code="token_expired") from None
-    except jwt.InvalidTokenError as exc:
+    except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {type(exc).__name__}") from None
-    except (ValueError, TypeError):
+    except Exception as exc:  # noqa: BLE001 - e.g. OverflowError on an exp of 1e400: still the token's fault
+        # Logged (without the token) because it is the library's gap, worth knowing about.
+        logger.warning("token refused after an unexpected %s in the JWT library", type(exc).__name__)
         raise AuthError("invalid token") from None
+    if not isinstance(claims, dict):
+        raise AuthError("token claims must be a JSON object")
     token_type = claims.get("type", "access")
     if token_type != "access":  # noqa: S105 - a claim value, not a password
         raise AuthError("only access tokens may open streams", status=403, code="forbidden")

@@ -31,7 +31,7 @@ from typing import Any
 from functions.cleanup import expiry, registry_pass
 from functions.cleanup.context import MAX_BUDGET_SECONDS, Budget, BudgetSpent, CleanupContext, CleanupReport
 from shared.config import Settings
-from shared.errors import BackendUnavailable
+from shared.errors import BackendMisconfigured, BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,12 @@ def respond(budget_raw: str | None, settings: Settings) -> tuple[int, dict[str, 
     try:
         firestore_client, subscriber = get_clients(settings)
         report = run_cleanup(firestore_client, subscriber, settings, budget)
+    except BackendMisconfigured as exc:
+        # Logged at ERROR where it was classified, naming what is missing; no retry will fix it.
+        return 500, {
+            "error": {"code": "backend_misconfigured", "message": str(exc)[:500]},
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
     except BackendUnavailable as exc:
         logger.error("cleanup failed: backend unavailable", extra={"error": str(exc)})
         return 503, {

@@ -5,6 +5,18 @@ acknowledged; a transient failure raises so Pub/Sub redelivers; an event that
 keeps failing past EVENT_MAX_AGE_SECONDS is dead-lettered instead of retried
 forever; any number of deliveries of one event yield one notification.
 
+Beyond the contract's words, so that no event is retried forever:
+
+- any failure while parsing or validating (also an exception validation did
+  not foresee) is a dead letter: the same bytes fail the same way every time;
+- a misconfigured backend (a missing topic or IAM binding: BackendMisconfigured)
+  dead-letters the event with that reason, since redelivery cannot succeed
+  before someone fixes the deployment (the event is replayed from there);
+- the maximum age applies to every path, dead-lettering included: an event
+  older than EVENT_MAX_AGE_SECONDS that cannot even be dead-lettered is
+  acknowledged and kept in an ERROR log line ("content event abandoned":
+  attributes, size, SHA-256 and the first 16 KiB of its body).
+
 While the kill switch has ingest off (shared/killswitch.py), every event is
 parked: republished unchanged to the dead-letter topic with ``error`` starting
 "kill switch" and acknowledged, so nothing is stored or announced, nothing is
@@ -17,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +38,7 @@ from typing import Any
 
 from shared.backends import Backends
 from shared.config import Settings
-from shared.errors import BackendUnavailable, InvalidEventError
+from shared.errors import BackendMisconfigured, BackendUnavailable, InvalidEventError
 from shared.events import parse_event
 from shared.feed import Verdict, change_message
 from shared.killswitch import Switches
@@ -34,6 +47,7 @@ from shared.notification import build_notification
 logger = logging.getLogger(__name__)
 
 _MAX_ATTRIBUTE = 1024  # Pub/Sub's limit on an attribute value
+_LOGGED_BODY_BYTES = 16 * 1024  # of an abandoned event; a log entry holds at most 256 KB
 
 
 class Outcome(enum.Enum):
@@ -43,6 +57,8 @@ class Outcome(enum.Enum):
     IGNORED = "ignored"  # older than the stored state, coalesced, or its notification was deleted
     DEAD_LETTERED = "dead_lettered"
     PARKED = "parked"
+    # Too old to retry, and the dead-letter topic refused it too: kept in the log only.
+    ABANDONED = "abandoned"
 
 
 _OUTCOMES = {
@@ -107,14 +123,15 @@ def ingest(
         event = parse_event(message.data, message.attributes, message.message_id)
         new = build_notification(event, settings.notification_retention_days, now, event_time=message.publish_time)
     except InvalidEventError as exc:
-        _dead_letter(message, backends, str(exc))
-        return Outcome.DEAD_LETTERED
+        return _give_up(message, backends, settings, now, str(exc))
+    except Exception as exc:  # a validation gap is still the event's fault: never a retry
+        logger.exception("validation raised unexpectedly", extra={"message_id": message.message_id})
+        return _give_up(message, backends, settings, now, f"could not be validated: {type(exc).__name__}: {exc}")
     try:
         try:
             applied = backends.store.apply(new)
         except InvalidEventError as exc:
-            _dead_letter(message, backends, str(exc))
-            return Outcome.DEAD_LETTERED
+            return _give_up(message, backends, settings, now, str(exc))
         # Announced on redelivery too: the first attempt may have died between
         # its commit and its publish. A stream drops a change it has by number.
         # A muted change is logged (replay skips it) but costs no publish.
@@ -125,13 +142,15 @@ def ingest(
                 # The worker's publish time travels to the stream for the delivery SLO.
                 announced = replace(announced, published_at=message.publish_time.timestamp())
             backends.channel.publish(announced)
+    except BackendMisconfigured as exc:
+        # Redelivery cannot succeed until the deployment is fixed; the dead letter can be replayed then.
+        return _give_up(message, backends, settings, now, f"backend misconfigured: {exc}")
     except Exception as exc:
         # Transient failures (and bugs, which a redelivery may not fix) are retried
         # until the event is too old, then dead-lettered: nothing retries forever.
-        age = (now - message.publish_time).total_seconds() if message.publish_time else 0.0
+        age = _age(message, now)
         if age > settings.event_max_age_seconds:
-            _dead_letter(message, backends, f"gave up after {age:.0f} s of failures: {exc}")
-            return Outcome.DEAD_LETTERED
+            return _give_up(message, backends, settings, now, f"gave up after {age:.0f} s of failures: {exc}")
         if isinstance(exc, BackendUnavailable):
             logger.warning(
                 "transient failure; Pub/Sub will redeliver",
@@ -154,14 +173,60 @@ def ingest(
     return outcome
 
 
-def ingest_cloud_event(data: Any, cloud_event_id: str, backends: Backends, settings: Settings) -> Outcome:
-    """Process the CloudEvent of a Pub/Sub trigger (what functions-framework hands over)."""
+def ingest_cloud_event(
+    data: Any, cloud_event_id: str, backends: Backends, settings: Settings, event_time: Any = None
+) -> Outcome:
+    """Process the CloudEvent of a Pub/Sub trigger (what functions-framework hands over).
+
+    ``event_time`` (the CloudEvent's ``time``) dates a delivery whose message has no publish time.
+    """
     try:
         message = message_from_cloud_event(data)
-    except InvalidEventError as exc:
-        _dead_letter(PubsubMessage(b"", {}, cloud_event_id), backends, str(exc))
-        return Outcome.DEAD_LETTERED
+    except Exception as exc:  # noqa: BLE001 - an envelope that cannot be read never becomes readable
+        reason = str(exc) if isinstance(exc, InvalidEventError) else f"unreadable CloudEvent: {type(exc).__name__}"
+        empty = PubsubMessage(b"", {}, cloud_event_id, _parse_time(event_time))
+        return _give_up(empty, backends, settings, datetime.now(UTC), reason)
+    if message.publish_time is None:
+        message = replace(message, publish_time=_parse_time(event_time))
     return ingest(message, backends, settings)
+
+
+def _age(message: PubsubMessage, now: datetime) -> float:
+    return (now - message.publish_time).total_seconds() if message.publish_time else 0.0
+
+
+def _give_up(message: PubsubMessage, backends: Backends, settings: Settings, now: datetime, reason: str) -> Outcome:
+    """Dead-letter the event; if that fails, raise for a redelivery, unless the event is too old for one."""
+    try:
+        _dead_letter(message, backends, reason)
+    except Exception as exc:
+        age = _age(message, now)
+        if age <= settings.event_max_age_seconds:
+            # Pub/Sub redelivers, and the dead letter is tried again: an event is never dropped silently.
+            logger.warning(
+                "dead-letter publish failed; Pub/Sub will redeliver",
+                extra={"message_id": message.message_id, "error": repr(exc)[:500], "age_seconds": round(age, 1)},
+            )
+            raise
+        _abandon(message, reason, exc, age)
+        return Outcome.ABANDONED
+    return Outcome.DEAD_LETTERED
+
+
+def _abandon(message: PubsubMessage, reason: str, failure: BaseException, age: float) -> None:
+    logger.error(
+        "content event abandoned",
+        extra={
+            "message_id": message.message_id,
+            "reason": reason[:_MAX_ATTRIBUTE],
+            "dead_letter_error": repr(failure)[:_MAX_ATTRIBUTE],
+            "age_seconds": round(age, 1),
+            "attributes": message.attributes,
+            "body_bytes": len(message.data),
+            "body_sha256": hashlib.sha256(message.data).hexdigest(),
+            "body_start": message.data[:_LOGGED_BODY_BYTES].decode("utf-8", "replace"),
+        },
+    )
 
 
 def _dead_letter(message: PubsubMessage, backends: Backends, reason: str) -> None:
@@ -185,8 +250,8 @@ def _send_to_dead_letters(message: PubsubMessage, backends: Backends, reason: st
     attributes["error"] = _truncate_utf8(reason, _MAX_ATTRIBUTE)
     if message.message_id:
         attributes["original_message_id"] = message.message_id[:_MAX_ATTRIBUTE]
-    # If even the dead-letter topic is unreachable this raises, and Pub/Sub
-    # redelivers: an event is never dropped silently.
+    # What Pub/Sub cannot take as is (too large, too many attributes) the sink
+    # trims and says so; if the topic cannot be reached at all this raises.
     backends.dead_letters.send(message.data, attributes)
 
 

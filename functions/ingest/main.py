@@ -16,4 +16,6 @@ configure_logging(get_settings().log_level)
 
 @functions_framework.cloud_event
 def ingest_content_event(cloud_event: CloudEvent) -> None:
-    ingest_cloud_event(cloud_event.data, str(cloud_event["id"]), get_backends(), get_settings())
+    ingest_cloud_event(
+        cloud_event.data, str(cloud_event["id"]), get_backends(), get_settings(), cloud_event.get("time")
+    )

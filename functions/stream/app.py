@@ -172,7 +172,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route(f"{PREFIX}/stream", Stream(), methods=["GET"]),
-        Route(f"{PREFIX}/stream-ticket", issue_endpoint(settings), methods=["POST"]),
+        Route(f"{PREFIX}/stream-ticket", issue_endpoint(settings, service), methods=["POST"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
         *probe_routes(PREFIX, lambda: services[0] if services else None),
         Route(f"{PREFIX}/client.js", client_js, methods=["GET"]),

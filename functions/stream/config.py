@@ -25,6 +25,13 @@ class StreamSettings(Settings, TokenSettings):
     stream_ticket_ttl_seconds: float = 30.0
     # Signs stream tickets; None: a key derived from JWT_SECRET (see functions/stream/tickets.py).
     stream_ticket_secret: str | None = None
+    http_body_timeout_seconds: float = 10.0
+    # Per user and instance (functions/stream/ratelimit.py says what N instances allow).
+    rate_limit_history_per_minute: int = 120
+    rate_limit_changes_per_minute: int = 60
+    rate_limit_tickets_per_minute: int = 30
+    rate_limit_connects_per_minute: int = 30
+    history_max_ids_per_request: int = 100
 
 
 def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
@@ -45,6 +52,12 @@ def load_stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings
         stream_stats_interval=number(env, "STREAM_STATS_INTERVAL", 60.0, minimum=0.05, maximum=3600),
         stream_ticket_ttl_seconds=number(env, "STREAM_TICKET_TTL_SECONDS", 30.0, minimum=1, maximum=60),
         stream_ticket_secret=_ticket_secret(env),
+        http_body_timeout_seconds=number(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
+        rate_limit_history_per_minute=_per_minute(env, "RATE_LIMIT_HISTORY_PER_MINUTE", 120),
+        rate_limit_changes_per_minute=_per_minute(env, "RATE_LIMIT_CHANGES_PER_MINUTE", 60),
+        rate_limit_tickets_per_minute=_per_minute(env, "RATE_LIMIT_TICKETS_PER_MINUTE", 30),
+        rate_limit_connects_per_minute=_per_minute(env, "RATE_LIMIT_CONNECTS_PER_MINUTE", 30),
+        history_max_ids_per_request=integer(env, "HISTORY_MAX_IDS_PER_REQUEST", 100, minimum=1, maximum=500),
     )
 
 
@@ -56,6 +69,10 @@ def _ticket_secret(env: Mapping[str, str]) -> str | None:
         # A public key cannot sign, and every instance must check every other's tickets.
         raise ConfigError("STREAM_TICKET_SECRET must be set when JWT_PUBLIC_KEY is used (it signs stream tickets)")
     return secret
+
+
+def _per_minute(env: Mapping[str, str], name: str, default: int) -> int:
+    return integer(env, name, default, minimum=1, maximum=1_000_000)
 
 
 def get_stream_settings() -> StreamSettings:

@@ -19,13 +19,20 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
-from functions.stream.http import ApiError, api_error_response, error_response, unavailable
+from functions.stream.http import (
+    ApiError,
+    api_error_response,
+    error_response,
+    misconfigured,
+    unavailable,
+)
 from functions.stream.hub import HEAD
+from functions.stream.ratelimit import enforce
 from functions.stream.session import StreamSession
 from functions.stream.switch import refuse_if_switched_off
 from functions.stream.tickets import authenticate_stream
 from shared import ids
-from shared.errors import BackendUnavailable
+from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.logs import reset_trace, set_trace
 
 if TYPE_CHECKING:
@@ -106,6 +113,7 @@ class StreamEndpoint:
         service = self._service
         settings = service.settings
         claims = await authenticate_stream(request, service)
+        enforce(service, "connects", claims.user_id)
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is None:
             last_event_id = request.query_params.get("last_event_id")
@@ -143,6 +151,9 @@ class StreamEndpoint:
         hub.add(session)
         try:
             await self._unless_stopping(hub.replay(session, session.baseline_id, announce_truncation=True))
+        except BackendMisconfigured:
+            await service.forget(session)
+            raise misconfigured() from None
         except BackendUnavailable as exc:
             await service.forget(session)
             logger.warning("replay failed: store unavailable", extra={"error": str(exc)})
@@ -206,6 +217,8 @@ class StreamEndpoint:
                     late.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, never raise
 
             attempt.add_done_callback(release_late)
+        except BackendMisconfigured:
+            raise misconfigured() from None
         except BackendUnavailable as exc:
             logger.warning("connection registry unavailable", extra={"error": str(exc)})
         finally:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from functions.stream.http import ApiError, authenticate, json_body, unavailable
-from shared.errors import BackendUnavailable
+from functions.stream.http import ApiError, authenticate, json_body, misconfigured, unavailable
+from functions.stream.ratelimit import enforce
+from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.events import EVENT_TYPES
 from shared.feed import Change, FeedHead, change_message
 from shared.ids import format_cursor, is_valid_id
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from functions.stream.service import StreamService
 
 logger = logging.getLogger(__name__)
-
-MAX_IDS_PER_CALL = 500
-
 
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
@@ -53,7 +51,7 @@ def _flag(raw: str | None, name: str) -> bool:
     raise ApiError(400, "bad_request", f"{name} must be true or false")
 
 
-def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
+def _ids(body: dict[str, Any], *, allow_all: bool, max_ids: int) -> list[str] | None:
     """The ids a mark call names, or None for ``{"all": true}``."""
     unknown = set(body) - {"notification_ids", "all"}
     if unknown:
@@ -65,8 +63,9 @@ def _ids(body: dict[str, Any], *, allow_all: bool) -> list[str] | None:
     ids = body.get("notification_ids")
     if not isinstance(ids, list) or not ids:
         raise ApiError(400, "bad_request", "notification_ids must be a non-empty array of ids")
-    if len(ids) > MAX_IDS_PER_CALL:
-        raise ApiError(400, "bad_request", f"at most {MAX_IDS_PER_CALL} notification_ids per call")
+    if len(ids) > max_ids:
+        # Each id is a document read: the bound keeps one call's cost small (the rate limit, the number of calls).
+        raise ApiError(400, "bad_request", f"at most {max_ids} notification_ids per call")
     if not all(isinstance(i, str) and is_valid_id(i) for i in ids):
         raise ApiError(400, "bad_request", "every notification id must be 24 lowercase hex digits")
     return list(dict.fromkeys(ids))
@@ -92,6 +91,8 @@ class History:
     async def _call(self, function: Any, *args: Any) -> Any:
         try:
             return await asyncio.to_thread(function, *args)
+        except BackendMisconfigured:
+            raise misconfigured() from None
         except BackendUnavailable as exc:
             logger.warning("store unavailable", extra={"error": str(exc)})
             raise unavailable("notification store unavailable") from None
@@ -109,6 +110,7 @@ class History:
 
     async def list(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "history", claims.user_id)
         params = request.query_params
         limit = _limit(params.get("limit"))
         cursor = params.get("cursor") or None
@@ -133,8 +135,11 @@ class History:
         )
 
     async def _mark(self, request: Request, read: bool) -> Response:
-        claims = authenticate(request, self._service.settings)
-        ids = _ids(await json_body(request), allow_all=True)
+        settings = self._service.settings
+        claims = authenticate(request, settings)
+        enforce(self._service, "changes", claims.user_id)
+        body = await json_body(request, settings.http_body_timeout_seconds)
+        ids = _ids(body, allow_all=True, max_ids=settings.history_max_ids_per_request)
         changes: list[Change] = await self._call(self._service.backends.store.set_read, claims.user_id, ids, read)
         await self._announce(claims.user_id, changes)
         return JSONResponse({"updated": sum(len(c.data["ids"]) for c in changes)})
@@ -147,6 +152,7 @@ class History:
 
     async def delete_one(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "changes", claims.user_id)
         notification_id = str(request.path_params["notification_id"])
         if not is_valid_id(notification_id):
             raise ApiError(400, "bad_request", "notification id must be 24 lowercase hex digits")
@@ -158,6 +164,7 @@ class History:
 
     async def delete_all(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)
+        enforce(self._service, "changes", claims.user_id)
         deleted, change = await self._call(self._service.backends.store.delete_all, claims.user_id)
         await self._announce(claims.user_id, [change] if change is not None else [])
         return JSONResponse({"deleted": deleted})
@@ -168,7 +175,9 @@ class History:
         return JSONResponse({"muted_event_types": sorted(muted)})
 
     async def put_preferences(self, request: Request) -> Response:
-        claims = authenticate(request, self._service.settings)
-        muted = _muted(await json_body(request))
+        settings = self._service.settings
+        claims = authenticate(request, settings)
+        enforce(self._service, "changes", claims.user_id)
+        muted = _muted(await json_body(request, settings.http_body_timeout_seconds))
         saved: frozenset[str] = await self._call(self._service.backends.store.set_muted, claims.user_id, muted)
         return JSONResponse({"muted_event_types": sorted(saved)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -39,6 +40,15 @@ def unavailable(message: str) -> ApiError:
     return ApiError(503, "unavailable", message, {"Retry-After": RETRY_AFTER_UNAVAILABLE})
 
 
+def misconfigured() -> ApiError:
+    """A backend refused for a reason only the deployment can fix: a server error, not a 503 to wait out.
+
+    The ERROR log line of ``shared.backends.google_errors`` names what is missing;
+    the client is told no more than that the service is misconfigured.
+    """
+    return ApiError(500, "backend_misconfigured", "the service is misconfigured; its operators have been alerted")
+
+
 def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer`` or, for EventSource, of ``?token=``."""
     header = request.headers.get("authorization")
@@ -60,8 +70,12 @@ def authenticate(request: Request, settings: StreamSettings) -> Claims:
         raise ApiError(exc.status, exc.code, str(exc)) from None
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, read with a size limit."""
+async def json_body(request: Request, timeout: float) -> dict[str, Any]:
+    """The request's JSON object, read with a size limit and within ``timeout`` seconds.
+
+    The time bound is the body's counterpart of the protocol's header timeout: a
+    client sending one byte every few seconds must not hold a connection forever.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -70,10 +84,16 @@ async def json_body(request: Request) -> dict[str, Any]:
         except ValueError:
             raise ApiError(400, "bad_request", "invalid Content-Length") from None
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > MAX_BODY_BYTES:
+                    raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body must arrive within {timeout:g} s", {"Connection": "close"}
+        ) from None
     if not body:
         raise ApiError(400, "bad_request", "a JSON body is required")
     try:

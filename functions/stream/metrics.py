@@ -14,6 +14,7 @@ from shared.channel import ChannelMessage
 DELIVERY_OBJECTIVE_SECONDS = 2.0
 
 STREAMS_OPEN = Gauge("sse_streams_open", "SSE streams currently open in this process")
+RATE_LIMITED = Counter("sse_rate_limited_total", "Requests answered 429 by the per-user rate limits, by kind", ["kind"])
 CONNECTS_REJECTED = Counter("sse_connects_rejected_total", "Stream connections refused, by reason", ["reason"])
 STREAM_TICKETS = Counter("sse_stream_tickets_total", "Stream tickets issued and redeemed", ["result"])
 STREAMS_CLOSED = Counter("sse_streams_closed_total", "Streams ended, by reason", ["reason"])

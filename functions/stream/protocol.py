@@ -9,48 +9,104 @@ with the service's JSON error when a request line and headers pass
 (what httptools buffers inside one header before any callback). The second check
 runs after the parser took each chunk, so a body that arrives in the same chunk as
 the end of the headers never counts against the head.
+
+It also bounds the time a request's head may take: a client that sends one
+header byte every few seconds held its connection (and a file descriptor)
+forever, since uvicorn's only timer is the idle keep-alive one, which the first
+byte of a request cancels; 500 such clients exhausted the process's file
+descriptors. A head that is not complete ``header_timeout`` seconds after the
+connection opened, or after the first byte of a later request on a keep-alive
+connection, is answered 408 with the JSON error ``request_timeout`` and the
+connection closed; a connection that never sent a byte is closed silently.
+An open stream sends no more head, so it is never cut by this timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+# Default of HTTP_HEADER_TIMEOUT_SECONDS: a browser or Google's front end sends a head in one go.
+HEADER_TIMEOUT_SECONDS = 10.0
 
-_BODY = json.dumps(
-    {
-        "error": {
-            "code": "request_header_too_large",
-            "message": f"the request line and headers must be at most {MAX_REQUEST_HEAD_BYTES} bytes",
-        }
-    }
-).encode()
-_RESPONSE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: " + str(len(_BODY)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + _BODY
+
+def _error_response(status: bytes, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n"
+        b"connection: close\r\n\r\n" + body
+    )
+
+
+_TOO_LARGE = _error_response(
+    b"431 Request Header Fields Too Large",
+    "request_header_too_large",
+    f"the request line and headers must be at most {MAX_REQUEST_HEAD_BYTES} bytes",
 )
+
+
+def _timeout_response(seconds: float) -> bytes:
+    return _error_response(
+        b"408 Request Timeout", "request_timeout", f"the request line and headers must arrive within {seconds:g} s"
+    )
 
 
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback; httptools turns it into HttpParserError."""
 
 
+def with_header_timeout(seconds: float) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class with its own head deadline (uvicorn takes a class, not an instance)."""
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"header_timeout": seconds})
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout = HEADER_TIMEOUT_SECONDS
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_pending = True
         self._received = 0  # bytes received while the head is incomplete
         self._parsed = 0  # bytes of request line and headers the parser handed over
         self._too_large = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._head_pending or self.transport.is_closing():
+            return
+        if self._received:
+            self.logger.warning("request head not complete after %g s; connection closed", self.header_timeout)
+            self.transport.write(_timeout_response(self.header_timeout))
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._head_pending:
             self._received += len(data)
+            self._arm_head_timer()  # a later request on a keep-alive connection: its own deadline
         super().data_received(data)
         # One header can be buffered inside httptools before any callback sees it.
         if self._head_pending and self._received > MAX_REQUEST_HEAD_BYTES and not self.transport.is_closing():
@@ -78,6 +134,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_pending = False
         self._received = 0
+        self._disarm_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -90,5 +147,5 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
             return
         self.logger.warning("request head over %d bytes refused", MAX_REQUEST_HEAD_BYTES)
-        self.transport.write(_RESPONSE)
+        self.transport.write(_TOO_LARGE)
         self.transport.close()

@@ -2,6 +2,9 @@
 
     python -m functions.stream.serve [--host 0.0.0.0] [--port $PORT] [--app module:attribute]
 
+HTTP_HEADER_TIMEOUT_SECONDS (default 10) bounds the time a request's head may
+take to arrive (functions/stream/protocol.py).
+
 The one way the stream server is started: Cloud Run's start command
 (deploy.sh's Procfile), the local run, the bench and the tests. ``--app``
 serves a wrapper of the production app instead (``devtools.local_app:app``
@@ -17,7 +20,8 @@ import os
 
 import uvicorn
 
-from functions.stream.protocol import BoundedHttpToolsProtocol
+from functions.stream.protocol import HEADER_TIMEOUT_SECONDS, with_header_timeout
+from shared.config import number
 
 PRODUCTION_APP = "functions.stream.main:app"
 # Cloud Run sends SIGKILL 10 s after SIGTERM. The streams are told at the signal
@@ -32,12 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--app", default=PRODUCTION_APP, help="module:attribute of the ASGI app to serve")
     args = parser.parse_args(argv)
+    # Read here, not in StreamSettings: the protocol exists before the app is imported.
+    header_timeout = number(os.environ, "HTTP_HEADER_TIMEOUT_SECONDS", HEADER_TIMEOUT_SECONDS, minimum=0.1, maximum=300)
     uvicorn.run(
         args.app,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http=BoundedHttpToolsProtocol,
+        http=with_header_timeout(header_timeout),
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # The app configures logging (JSON, token redaction) for uvicorn's loggers too.

@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from functions.stream import metrics
 from functions.stream.config import StreamSettings
 from functions.stream.http import ApiError, authenticate, unavailable
+from functions.stream.ratelimit import enforce
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import validate_user_id
 from shared.redeemed_tickets import RedeemedTickets
@@ -118,14 +119,18 @@ def read(ticket: str, settings: StreamSettings, *, now: float | None = None) -> 
     return result
 
 
-def issue_endpoint(settings: StreamSettings) -> Callable[[Request], Awaitable[Response]]:
+def issue_endpoint(
+    settings: StreamSettings, service: Callable[[], StreamService]
+) -> Callable[[Request], Awaitable[Response]]:
     """``POST /api/v1/notifications/stream-ticket``: bearer token in, ``{"ticket", "expires_in"}`` out."""
 
     async def endpoint(request: Request) -> Response:
         if request.headers.get("authorization") is None:
             # Taking ?token= here would put the JWT back into the URL that tickets keep it out of.
             raise ApiError(401, "unauthorized", "ask for a stream ticket with Authorization: Bearer <token>")
-        ticket, expires_in = issue(authenticate(request, settings), settings)
+        claims = authenticate(request, settings)
+        enforce(service(), "tickets", claims.user_id)
+        ticket, expires_in = issue(claims, settings)
         metrics.STREAM_TICKETS.labels("issued").inc()
         return JSONResponse({"ticket": ticket, "expires_in": expires_in}, headers={"Cache-Control": "no-store"})
 

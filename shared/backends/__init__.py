@@ -53,7 +53,8 @@ def build_backends(settings: Settings) -> Backends:
     from shared.backends.firestore_registry import FirestoreDirectory, FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
     from shared.backends.firestore_tickets import FirestoreRedeemedTickets
-    from shared.backends.pubsub_channel import PubSubChannel, PubSubDeadLetters
+    from shared.backends.pubsub_channel import PubSubChannel
+    from shared.backends.pubsub_dead_letters import PubSubDeadLetters
 
     timeout = settings.backend_timeout_seconds
     store = FirestoreStore(settings.project_id, timeout=timeout)
@@ -70,7 +71,7 @@ def build_backends(settings: Settings) -> Backends:
     killswitch = KillSwitch(
         FirestoreSwitchDocument(lambda: store.client, timeout=timeout), settings.killswitch_cache_seconds
     )
-    dead_letters = PubSubDeadLetters(channel, settings.dead_letter_topic)
+    dead_letters = PubSubDeadLetters(settings.project_id, settings.dead_letter_topic, timeout=timeout)
     return Backends(store, channel, dead_letters, registry, tickets, killswitch)
 
 

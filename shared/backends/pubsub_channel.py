@@ -1,4 +1,4 @@
-"""The live channel and the dead-letter sink on Google Cloud Pub/Sub.
+"""The live channel on Google Cloud Pub/Sub (the dead-letter sink is in ``pubsub_dead_letters``).
 
 Routing (SPEC section 1): like Redis pub/sub, a user's message reaches only the
 stream instances that hold that user's streams. Each stream instance owns
@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from datetime import timedelta
 from typing import Any
@@ -41,12 +41,13 @@ from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.protobuf import duration_pb2
 from google.pubsub_v1.types import StreamingPullRequest
 
+from shared.backends.google_errors import backend_error
+from shared.backends.pubsub_dead_letters import PubSubDeadLetters  # noqa: F401 - moved there; importable here
 from shared.channel import (
     ALL_INSTANCES,
     BatchHandler,
     Channel,
     ChannelMessage,
-    DeadLetterSink,
     GapHandler,
     Router,
     Subscription,
@@ -67,10 +68,6 @@ _RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 _KEEPALIVE_SECONDS = 30.0
 # How long close() may spend on each deletion (SIGTERM leaves 10 s in all).
 _CLOSE_CALL_SECONDS = 2.0
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, gexc.GoogleAPIError | futures.TimeoutError | TimeoutError | ConnectionError)
 
 
 def instance_topic_id(instance_id: str) -> str:
@@ -156,18 +153,19 @@ class PubSubChannel(Channel):
         for message, future in pending:
             try:
                 future.result(timeout=self._timeout)
-            except gexc.NotFound:
+            except gexc.NotFound as exc:
                 # A registry entry of an instance that is gone (its inbox with it):
                 # nobody listens there, and its clients replay where they reconnect.
+                # NOTIFICATIONS_TOPIC missing is a misconfiguration (backend_error says so).
                 publisher.resume_publish(topic, message.user_id)
                 if broadcast:
-                    failure = failure or BackendUnavailable(f"topic {self._topic_id} does not exist")
+                    failure = failure or exc
             except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
                 failure = failure or exc
                 # A failed publish pauses its ordering key until resumed.
                 publisher.resume_publish(topic, message.user_id)
         if failure is not None:
-            raise BackendUnavailable(f"publish to {topic.rsplit('/', 1)[-1]} failed: {failure!r}") from failure
+            raise backend_error(failure, f"publish to {topic.rsplit('/', 1)[-1]}", "Pub/Sub") from failure
 
     def ping(self) -> None:
         try:
@@ -420,22 +418,6 @@ class InstanceSubscription(Subscription):
                 logger.warning(f"could not delete channel {kind}", extra={"resource": path, "error": repr(exc)[:300]})
         for stream in self._streams:
             stream.join(max(0.0, min(0.5, deadline - time.monotonic())))
-
-
-class PubSubDeadLetters(DeadLetterSink):
-    def __init__(self, channel: PubSubChannel, topic: str) -> None:
-        self._channel = channel
-        self._topic_path = f"projects/{channel.project_id}/topics/{topic}"
-
-    def send(self, data: bytes, attributes: Mapping[str, str]) -> None:
-        publisher = self._channel.publisher_client()
-        try:
-            future = publisher.publish(self._topic_path, data, timeout=self._channel.timeout, **attributes)
-            future.result(timeout=self._channel.timeout)
-        except Exception as exc:
-            if _transient(exc) or isinstance(exc, futures.TimeoutError):
-                raise BackendUnavailable(f"dead-letter publish failed: {exc!r}") from exc
-            raise
 
 
 def ensure_topics(project_id: str, topics: Iterable[str], timeout: float = 10.0) -> None:

@@ -60,9 +60,10 @@ def test_firestore_down_raises_then_the_same_event_is_stored_once(
         except BackendUnavailable:
             return None  # Pub/Sub would redeliver again
 
-    assert wait_for(redeliver, timeout=60, interval=0.5, what="ingest to succeed after Firestore is back") in (
-        Outcome.STORED,
-    )
+    # STORED, or DUPLICATE when an attempt's commit landed after the client gave up on
+    # it (a busy machine, a restarting emulator): either way the product stored it once.
+    outcome = wait_for(redeliver, timeout=60, interval=0.5, what="ingest to succeed after Firestore is back")
+    assert outcome in (Outcome.STORED, Outcome.DUPLICATE)
     assert ingest(message, backends, quick) is Outcome.DUPLICATE
     assert len(store.page(user_id, 10).notifications) == 1
     # This channel has no router, so it publishes to every instance.

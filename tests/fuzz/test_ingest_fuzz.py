@@ -129,3 +129,53 @@ def test_one_bad_field_is_caught_and_named(body: dict[str, Any]) -> None:
     else:
         [(_, sent_attributes)] = backends.dead_letters.messages  # type: ignore[attr-defined]
         assert sent_attributes["error"]
+
+
+# The classes of poison events that were once retried forever: ISO timestamps whose
+# UTC time leaves years 1-9999 (OverflowError), integers past Python's 4,300-digit
+# parsing limit (ValueError), numbers JSON allows and Python reads oddly, in any
+# field, written as raw JSON text the way a worker's serializer would.
+timestamps = st.builds(
+    lambda year, month, day, hour, offset: f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:59:59{offset}",
+    st.sampled_from([1, 2, 1970, 2026, 9998, 9999]) | st.integers(1, 9999),
+    st.sampled_from([1, 12]) | st.integers(1, 12),
+    st.sampled_from([1, 28, 31]),
+    st.sampled_from([0, 23]),
+    st.sampled_from(["Z", "+01:00", "-01:00", "+23:59", "-23:59", "", "+00:00", "z"]),
+)
+raw_numbers = (
+    st.integers(4290, 6000).map(lambda n: "7" * n)
+    | st.integers(4290, 6000).map(lambda n: "-" + "1" * n)
+    | st.sampled_from(["1e400", "-1e400", "1e-400", "-0", "0.0", "9" * 30, "1" + "0" * 19, "1.5e308"])
+)
+
+
+@st.composite
+def poison_bodies(draw: st.DrawFn) -> bytes:
+    body = {**_one_field_changed("timestamp", draw(timestamps))}
+    text = json.dumps(body)
+    where = draw(st.sampled_from(["metadata", "progress_percentage", "timestamp", "title", "none"]))
+    number = draw(raw_numbers)
+    if where == "metadata":
+        text = text.replace('"metadata": {', '"metadata": {"n": ' + number + ", ", 1)
+    elif where == "none":
+        pass
+    else:
+        text = text.replace(f'"{where}": ', f'"{where}": {number}, "_{where}": ', 1)
+    return text.encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=poison_bodies(), attribute_count=st.sampled_from([0, 1, 99, 100]))
+def test_poison_events_end_once_stored_or_dead_lettered(data: bytes, attribute_count: int) -> None:
+    backends = _backends()
+    attrs = {f"a{i}": "v" for i in range(attribute_count)}
+    outcome = ingest(PubsubMessage(data, attrs, "fuzz-4", datetime.now(UTC)), backends, SETTINGS)
+    dead = backends.dead_letters.messages  # type: ignore[attr-defined]
+    if outcome is Outcome.DEAD_LETTERED:
+        [(sent, sent_attributes)] = dead
+        assert sent == data and sent_attributes["error"].strip()
+    else:
+        assert outcome is Outcome.STORED and dead == []
+        [message] = backends.channel.published  # type: ignore[attr-defined]
+        _assert_valid_notification(message.data)

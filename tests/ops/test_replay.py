@@ -36,6 +36,13 @@ def test_replays_matching_dead_letters_and_leaves_the_rest(emulators: EmulatorPa
             dead_topic, given_up, error="gave up after 3600 s: Firestore unavailable", original_message_id="m-1"
         ).result(30)
         publisher.publish(dead_topic, b"{}", error="title is required", original_message_id="m-2").result(30)
+        publisher.publish(
+            dead_topic,
+            b'{"user_id": "u1", "tit',
+            error="gave up after 3600 s: Firestore unavailable",
+            original_message_id="m-3",
+            trimmed="body: kept the first 22 of 10485760 bytes, sha256 ...",
+        ).result(30)
 
         assert main(["--project", project, "--dry-run"]) == 0
         assert tap.drain(settle=1.0) == [], "a dry run republishes nothing"
@@ -44,12 +51,14 @@ def test_replays_matching_dead_letters_and_leaves_the_rest(emulators: EmulatorPa
             subscriber, publisher, inspect, f"projects/{project}/topics/{content}", limit=10, match="gave up"
         )
 
-        assert (result.replayed, result.skipped) == (1, 1)
+        # The trimmed one matches too, and is left: it is not the event the worker sent.
+        assert (result.replayed, result.skipped) == (1, 2)
         [replayed] = tap.pull(1, timeout=20)
         assert replayed.attributes == {}
         assert replayed.json() == {"user_id": "u1", "title": "Rendering", "event_id": "m-1"}
+        assert tap.drain(settle=1.0) == []
         left = subscriber.pull(request={"subscription": inspect, "max_messages": 10}, timeout=10)
-        assert [m.message.attributes["error"] for m in left.received_messages] == ["title is required"]
+        assert sorted(m.message.attributes["original_message_id"] for m in left.received_messages) == ["m-2", "m-3"]
     finally:
         tap.delete()
         subscriber.close()

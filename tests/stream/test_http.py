@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from functions.stream.app import create_app
 from functions.stream.config import load_stream_settings
@@ -95,6 +96,12 @@ def _alg_none() -> str:
     return _b64(b'{"alg":"none","typ":"JWT"}') + "." + _b64(json.dumps(_claims()).encode()) + "."
 
 
+def _header_says(alg: str) -> str:
+    """An RS256 signature under a header naming another algorithm (ES256 made PyJWT raise InvalidKeyError)."""
+    signing_input = _b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + _b64(json.dumps(_claims()).encode())
+    return f"{signing_input}.{_b64(RSAAlgorithm(RSAAlgorithm.SHA256).sign(signing_input.encode(), PRIVATE))}"
+
+
 @pytest.mark.parametrize(
     ("credentials", "status", "code"),
     [
@@ -108,6 +115,10 @@ def _alg_none() -> str:
         (lambda: ({"Authorization": f"Bearer {_alg_none()}"}, {}), 401, "unauthorized"),
         (lambda: ({"Authorization": f"Bearer {_hs256_with_public_key()}"}, {}), 401, "unauthorized"),
         (lambda: ({"Authorization": f"Bearer {_rs256(sub=None)}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_header_says('ES256')}"}, {}), 401, "unauthorized"),
+        (lambda: ({}, {"token": _header_says("PS256")}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(sub=chr(0xD800))}"}, {}), 401, "unauthorized"),
+        (lambda: ({"Authorization": f"Bearer {_rs256(exp=float('inf'))}"}, {}), 401, "unauthorized"),
         (lambda: ({"Authorization": f"Bearer {_rs256(aud='someone-else')}"}, {}), 401, "unauthorized"),
         (lambda: ({"Authorization": f"Bearer {_rs256(iss='https://evil.example')}"}, {}), 401, "unauthorized"),
         (lambda: ({"Authorization": f"Bearer {_rs256(type='refresh')}"}, {}), 403, "forbidden"),
@@ -124,6 +135,10 @@ def _alg_none() -> str:
         "alg-none",
         "hs256-with-public-key",
         "no-sub",
+        "es256-header-on-an-rsa-key",
+        "ps256-header-in-query",
+        "signed-lone-surrogate-sub",
+        "signed-infinite-exp",
         "wrong-aud",
         "wrong-iss",
         "refresh",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +13,8 @@ from google.cloud import firestore
 from shared.backends.firestore_registry import FirestoreRegistry
 from shared.config import Settings
 from shared.errors import BackendUnavailable
+
+CONNECT_DEADLINE = 60.0
 
 
 def test_concurrent_connects_never_exceed_the_limit(settings: Settings, new_user: Callable[[], str]) -> None:
@@ -25,13 +29,20 @@ def test_concurrent_connects_never_exceed_the_limit(settings: Settings, new_user
         attempts = [(instances[i % 2], f"c{i}") for i in range(6)]  # two instances racing for one user
 
         def connect(attempt: tuple[FirestoreRegistry, str]) -> bool:
-            # A contended transaction may give up (the service answers 503); a client retries.
-            for _ in range(5):
+            # A contended transaction may give up (the service answers 503); a client
+            # retries after a jittered backoff, as the browser client does. Five
+            # immediate retries were not enough on a busy machine (the six threads kept
+            # colliding); a deadline with backoff lets the contention drain.
+            deadline = time.monotonic() + CONNECT_DEADLINE
+            delay = 0.05
+            while True:
                 try:
                     return attempt[0].acquire(user, attempt[1])
                 except BackendUnavailable:
-                    continue
-            raise AssertionError("connect kept failing")
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"connect kept failing for {CONNECT_DEADLINE} s") from None
+                    time.sleep(delay * (1 + random.random()))  # backoff between attempts, not synchronisation
+                    delay = min(delay * 2, 1.0)
 
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(connect, attempts))

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from functions.stream import tickets
 from functions.stream.config import StreamSettings, load_stream_settings
@@ -91,12 +93,21 @@ def test_tampered_foreign_and_expired_tickets_are_refused() -> None:
     assert _code(error) == (401, "ticket_expired")
 
 
+# A real key: the settings check that a PEM is readable before they look for a ticket secret.
+_PUBLIC_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"STREAM_TICKET_TTL_SECONDS": "61"}, "STREAM_TICKET_TTL_SECONDS"),
         ({"STREAM_TICKET_SECRET": "short"}, "STREAM_TICKET_SECRET"),
-        ({"JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----"}, "STREAM_TICKET_SECRET"),
+        ({"JWT_PUBLIC_KEY": _PUBLIC_PEM}, "STREAM_TICKET_SECRET"),
     ],
 )
 def test_ticket_settings_are_checked_at_start(env: dict[str, str], message: str) -> None:

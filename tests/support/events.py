@@ -35,6 +35,7 @@ def _body(**overrides: Any) -> bytes:
 
 
 _DROP = object()
+_HUGE_INTEGER = b'"n": ' + b"7" * 5000
 
 # (case id, message data, attributes, words the reason must contain)
 MALFORMED: list[tuple[str, bytes, dict[str, str], str]] = [
@@ -75,6 +76,12 @@ MALFORMED: list[tuple[str, bytes, dict[str, str], str]] = [
     ("content_request_id wrong type", _body(content_request_id=5), {}, "content_request_id must be"),
     ("timestamp not iso", _body(timestamp="yesterday"), {}, "not ISO 8601"),
     ("timestamp wrong type", _body(timestamp=1700000000), {}, "timestamp must be"),
+    # Valid ISO 8601 whose UTC time falls outside years 1-9999 (OverflowError, once retried forever).
+    ("timestamp before year 1 in UTC", _body(timestamp="0001-01-01T00:00:00+01:00"), {}, "outside years 1-9999"),
+    ("timestamp after year 9999 in UTC", _body(timestamp="9999-12-31T23:59:59-01:00"), {}, "outside years 1-9999"),
+    # Python refuses to parse an integer of more than 4,300 digits (ValueError, once retried forever).
+    ("metadata integer of 5,000 digits", _body(metadata={"n": 0}).replace(b'"n": 0', _HUGE_INTEGER), {}, "digits"),
+    ("metadata number 1e400", _body(metadata={"n": 0}).replace(b'"n": 0', b'"n": 1e400'), {}, "64-bit float"),
     ("event_id wrong type", _body(event_id=12), {}, "event_id must be"),
     ("unknown field", _body(surprise=True), {}, "unknown field"),
     ("lone surrogate in title", _body(title="\ud800"), {}, "lone surrogate"),

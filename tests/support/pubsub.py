@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
 
 @dataclass
@@ -26,8 +29,10 @@ class Received:
 class PullSubscription:
     """A pull subscription made for one test, deleted at the end."""
 
-    def __init__(self, project: str, topic: str, *, push_endpoint: str | None = None) -> None:
-        self.client = pubsub_v1.SubscriberClient()
+    def __init__(
+        self, project: str, topic: str, *, push_endpoint: str | None = None, large_messages: bool = False
+    ) -> None:
+        self.client = _large_message_client() if large_messages else pubsub_v1.SubscriberClient()
         self.path = self.client.subscription_path(project, f"test-{topic}-{uuid.uuid4().hex[:8]}")
         request: dict[str, Any] = {
             "name": self.path,
@@ -81,6 +86,13 @@ class PullSubscription:
         except gexc.NotFound:
             pass
         self.client.close()
+
+
+def _large_message_client() -> pubsub_v1.SubscriberClient:
+    """A subscriber that can pull messages of up to 10 MB: the emulator's channel caps replies at 4 MiB."""
+    host = os.environ["PUBSUB_EMULATOR_HOST"]
+    channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", -1)])
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel, host=host))
 
 
 def push_envelope(data: bytes, attributes: dict[str, str], message_id: str, subscription: str) -> dict[str, Any]:

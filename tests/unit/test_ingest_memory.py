@@ -1,6 +1,9 @@
 """The ingest logic on the embedded backends: fast checks of every branch."""
 
+import base64
+import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +13,7 @@ from shared.backends import Backends
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.channel import ChannelMessage
 from shared.config import load_settings
-from shared.errors import BackendUnavailable
+from shared.errors import BackendMisconfigured, BackendUnavailable
 from shared.feed import Applied
 from shared.notification import NewNotification
 from tests.support.events import MALFORMED, valid_event
@@ -155,3 +158,89 @@ def test_channel_message_carries_the_notification() -> None:
     assert isinstance(message, ChannelMessage)
     assert message.data["title"] == "Línea\r\nDos 🎬"
     assert message.data["read"] is False
+
+
+# Nothing retries forever (SPEC section 2): every path ends in a dead letter, or,
+# for an event too old to retry whose dead letter cannot be sent, in the log.
+
+
+class _RefusingDeadLetters(MemoryDeadLetters):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def send(self, data: bytes, attributes: Mapping[str, str]) -> None:
+        raise self.error
+
+
+class _MisconfiguredStore(MemoryStore):
+    def apply(self, new: NewNotification) -> Applied:
+        raise BackendMisconfigured("Firestore misconfigured during persist: PermissionDenied")
+
+
+class _MisconfiguredChannel(MemoryChannel):
+    def publish_many(self, messages: object) -> None:
+        raise BackendMisconfigured("Pub/Sub misconfigured during publish: NotFound: Topic not found")
+
+
+def test_an_unforeseen_validation_error_is_a_dead_letter_not_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    def parse_with_a_gap(*args: object) -> None:
+        raise KeyError("a case validation did not foresee")
+
+    monkeypatch.setattr("functions.ingest.ingest.parse_event", parse_with_a_gap)
+    backends = _backends()
+    assert ingest(_message(valid_event("u1")), backends, SETTINGS) is Outcome.DEAD_LETTERED
+    [(_, attributes)] = backends.dead_letters.messages  # type: ignore[attr-defined]
+    assert "could not be validated: KeyError" in attributes["error"]
+
+
+@pytest.mark.parametrize("store_or_channel", [_MisconfiguredStore, _MisconfiguredChannel], ids=["store", "channel"])
+def test_a_misconfigured_backend_dead_letters_a_young_event_at_once(store_or_channel: type) -> None:
+    failing = store_or_channel()
+    store = failing if isinstance(failing, MemoryStore) else MemoryStore()
+    channel = failing if isinstance(failing, MemoryChannel) else MemoryChannel()
+    backends = Backends(store, channel, MemoryDeadLetters())
+    assert ingest(_message(valid_event("u1"), age=1), backends, SETTINGS) is Outcome.DEAD_LETTERED
+    [(_, attributes)] = backends.dead_letters.messages  # type: ignore[attr-defined]
+    assert attributes["error"].startswith("backend misconfigured: ")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendUnavailable("dead-letter topic unreachable"),
+        BackendMisconfigured("dead-letter topic missing"),
+        RuntimeError("a bug in the sink"),
+    ],
+    ids=["unavailable", "misconfigured", "bug"],
+)
+@pytest.mark.parametrize("cause", ["invalid", "misconfigured-store", "outage-past-max-age"])
+def test_a_dead_letter_that_cannot_be_sent_is_retried_while_young_then_kept_in_the_log(
+    error: Exception, cause: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = json.dumps(valid_event("u1")).encode() if cause != "invalid" else b'{"not": "an event"}'
+    store = {"invalid": MemoryStore, "misconfigured-store": _MisconfiguredStore}.get(cause, _FailingStore)()
+    backends = Backends(store, MemoryChannel(), _RefusingDeadLetters(error))
+    if cause != "outage-past-max-age":
+        young = PubsubMessage(data, {"k": "v"}, "m-young", datetime.now(UTC) - timedelta(seconds=1))
+        with pytest.raises(type(error)):
+            ingest(young, backends, SETTINGS)
+    old = PubsubMessage(data, {"k": "v"}, "m-old", datetime.now(UTC) - timedelta(seconds=601))
+    assert ingest(old, backends, SETTINGS) is Outcome.ABANDONED
+    [record] = [r for r in caplog.records if r.getMessage() == "content event abandoned"]
+    assert record.levelname == "ERROR"
+    assert record.__dict__["message_id"] == "m-old"
+    assert record.__dict__["body_start"] == data.decode()
+    assert record.__dict__["body_sha256"] == hashlib.sha256(data).hexdigest()
+    assert record.__dict__["attributes"] == {"k": "v"}
+
+
+def test_a_cloud_event_without_a_publish_time_is_dated_by_its_event_time() -> None:
+    backends = Backends(MemoryStore(), MemoryChannel(), _RefusingDeadLetters(BackendUnavailable("down")))
+    data = {"message": {"data": base64.b64encode(b"not json").decode(), "messageId": "m-1"}}
+    now = datetime.now(UTC)
+    with pytest.raises(BackendUnavailable):
+        ingest_cloud_event(data, "ce-1", backends, SETTINGS, (now - timedelta(seconds=5)).isoformat())
+    old = (now - timedelta(seconds=601)).isoformat()
+    assert ingest_cloud_event(data, "ce-1", backends, SETTINGS, old) is Outcome.ABANDONED
+    assert ingest_cloud_event(None, "ce-2", backends, SETTINGS, old) is Outcome.ABANDONED

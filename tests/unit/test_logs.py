@@ -1,8 +1,12 @@
 import io
 import json
 import logging
+from collections.abc import Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.logs import configure_logging, redact, reset_trace, set_trace
 
@@ -10,7 +14,7 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLXZhbHVl"
 
 
 @pytest.fixture
-def captured() -> io.StringIO:
+def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("INFO", stream)
     yield stream
@@ -58,3 +62,56 @@ def test_tokens_in_arguments_and_extras_are_redacted(captured: io.StringIO) -> N
     logging.getLogger("uvicorn.access").info('%s - "GET %s"', "127.0.0.1", f"/s?token={TOKEN}", extra={"t": TOKEN})
     assert TOKEN not in captured.getvalue()
     assert "[REDACTED]" in captured.getvalue()
+
+
+def _encode(text: str, positions: set[int]) -> str:
+    return "".join(f"%{ord(c):02X}" if i in positions else c for i, c in enumerate(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET /stream?%74oken={TOKEN} HTTP/1.1",  # the reported bypass
+        "GET /stream?%74oken=opaque-not-a-jwt-value HTTP/1.1",
+        "GET /stream?t%6Fk%65n=opaque-not-a-jwt-value HTTP/1.1",
+        "GET /stream?%61ccess_token=opaque-not-a-jwt-value",
+        f"GET /stream?token={TOKEN.replace('.', '%2E')} HTTP/1.1",  # dots encoded
+        f"GET /stream?x=1&token=%65{TOKEN[1:]}",  # first letter encoded
+        f"GET /stream?x=1&token=%2565{TOKEN[1:].replace('.', '%252E')}",  # twice encoded
+        f"GET /notifications/{TOKEN.replace('.', '%2e')} HTTP/1.1",  # lower-case escapes, in a path
+        "GET /stream?ticket=opaque-not-a-jwt-value HTTP/1.1",  # stream tickets
+        "GET /stream?last_event_id=1&%74icket=opaque-not-a-jwt-value",
+        "GET /stream?id_token=opaque-not-a-jwt-value",
+    ],
+)
+def test_tokens_are_redacted_after_percent_decoding(text: str) -> None:
+    cleaned = redact(text)
+    for seen in (cleaned, unquote(cleaned), unquote(unquote(cleaned))):
+        assert "opaque-not-a-jwt-value" not in seen
+        assert TOKEN.rsplit(".", 1)[1] not in seen, "the signature"
+        assert TOKEN.split(".")[1] not in seen, "the payload"
+
+
+def test_a_harmless_escape_is_left_as_it_came() -> None:
+    assert redact("GET /notifications?limit=20&q=100%25%20done") == "GET /notifications?limit=20&q=100%25%20done"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.sampled_from(["token", "access_token", "ticket"]),
+    value=st.sampled_from([TOKEN, "opaque-not-a-jwt-value"]),
+    prefix=st.sampled_from(["GET /api/v1/notifications/stream?", "GET /stream?limit=5&", "POST /mark-read?x=%20&"]),
+    data=st.data(),
+)
+def test_any_percent_encoding_of_a_credential_in_a_query_is_redacted(
+    name: str, value: str, prefix: str, data: st.DataObject
+) -> None:
+    """Whatever characters of ``name=value`` are percent-encoded, Starlette reads the credential; the log must not."""
+    pair = f"{name}={value}"
+    positions = data.draw(st.sets(st.integers(0, len(pair) - 1)))
+    positions.discard(len(name))  # an encoded "=" is no longer a parameter for Starlette either
+    line = f"{prefix}{_encode(pair, positions)} HTTP/1.1"
+    assert parse_qs(urlsplit(line.split()[1]).query).get(name) == [value], "Starlette would read it"
+    cleaned = redact(line)
+    for seen in (cleaned, unquote(cleaned)):
+        assert value.rsplit(".", 1)[-1] not in seen
