@@ -23,7 +23,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not emulator and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check shared devtools functions tests bench ops

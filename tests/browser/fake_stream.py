@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from devtools.emulators import free_port
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.support.waiting import port_open, wait_for
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>

@@ -21,8 +21,8 @@ from devtools.emulators import free_port
 from shared.config import Settings
 from shared.notification import iso
 from shared.tokens import mint_token
-from tests.browser.conftest import ARTIFACTS, StreamServer, Worker, record_figure
-from tests.support.processes import start_process
+from tests.support.browser import ARTIFACTS, StreamServer, Worker, record_figure
+from tests.support.processes import start_server
 
 BADGE = '[data-testid="notification-unread-badge"]'
 BELL = '[data-testid="notification-bell"]'
@@ -289,7 +289,7 @@ def test_demo_on_the_production_service_needs_only_a_token(
     """The plain service (DEMO_PAGE on, no development routes): no form, the token from ?token= is enough."""
     port = free_port()
     command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = start_process(command, stream_server.env, port)
+    server = start_server(command, stream_server.env, port)
     try:
         token = mint_token(worker.user_id, stack_settings, ttl_seconds=600)
         page = context.new_page()

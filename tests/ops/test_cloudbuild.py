@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from tests.ops.conftest import ROOT
+from tests.support.fake_cloud import ROOT
 
 
 def load() -> dict[str, Any]:

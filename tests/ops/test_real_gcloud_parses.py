@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import PROJECT, FakeCloud
+from tests.support.fake_cloud import PROJECT, FakeCloud
 
 pytestmark = pytest.mark.slow
 

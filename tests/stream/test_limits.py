@@ -9,9 +9,9 @@ import httpx
 from google.cloud import firestore
 
 from shared.config import Settings
-from tests.stream.conftest import HEARTBEAT, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import HEARTBEAT, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
@@ -23,7 +23,7 @@ def _connections(settings: Settings, user: str) -> dict[str, object]:
 
 
 def test_the_fourth_stream_is_refused_until_one_closes(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -52,7 +52,7 @@ def test_the_fourth_stream_is_refused_until_one_closes(
 
 
 def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -86,7 +86,7 @@ def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
         stream.close()
 
 
-def test_an_instance_record_is_kept_fresh(stream_server: ServerProcess, settings: Settings) -> None:
+def test_an_instance_record_is_kept_fresh(stream_server: ManagedProcess, settings: Settings) -> None:
     health = httpx.get(f"{stream_server.url}/api/v1/notifications/health").json()
     ref = firestore.Client(project=settings.project_id).collection("stream_instances").document(health["instance_id"])
     first = ref.get().to_dict()
@@ -96,7 +96,7 @@ def test_an_instance_record_is_kept_fresh(stream_server: ServerProcess, settings
 
 
 def test_leftover_entries_of_this_instance_do_not_count(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     """Entries whose release failed (Firestore was down at disconnect) name a live instance but no live stream."""
     user = new_user()
@@ -115,7 +115,7 @@ def test_leftover_entries_of_this_instance_do_not_count(
 
 
 def test_a_client_reconnecting_right_after_the_server_ended_its_streams_is_accepted(
-    stream_server: ServerProcess, new_user: Callable[[], str]
+    stream_server: ManagedProcess, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     ending = [EventStream(stream_server.url + STREAM, token=token_for(user, ttl=2)) for _ in range(3)]

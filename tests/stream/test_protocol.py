@@ -9,14 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stream.conftest import start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
+from tests.support.stream import start_stream_service, token_for
 
 HISTORY = "/api/v1/notifications"
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[ServerProcess]:
+def service() -> Iterator[ManagedProcess]:
     server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
     yield server
     server.stop()
@@ -34,7 +34,7 @@ def _read_all(connection: socket.socket) -> bytes:
     return answer
 
 
-def test_a_huge_header_is_refused_without_buffering_it(service: ServerProcess) -> None:
+def test_a_huge_header_is_refused_without_buffering_it(service: ManagedProcess) -> None:
     before = _rss_kib(service.process.pid)
     sent = 0
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
@@ -53,7 +53,7 @@ def test_a_huge_header_is_refused_without_buffering_it(service: ServerProcess) -
     assert _rss_kib(service.process.pid) - before < 20 * 1024
 
 
-def test_a_body_in_the_same_write_as_the_headers_does_not_count(service: ServerProcess) -> None:
+def test_a_body_in_the_same_write_as_the_headers_does_not_count(service: ManagedProcess) -> None:
     body = json.dumps({"notification_ids": ["0" * 24] * 2000}).encode()  # ~55 KB
     assert len(body) < 64 * 1024
     head = (
@@ -67,7 +67,7 @@ def test_a_body_in_the_same_write_as_the_headers_does_not_count(service: ServerP
     assert answer.startswith(b"HTTP/1.1 "), answer[:200]
 
 
-def test_keep_alive_requests_each_get_a_fresh_budget(service: ServerProcess) -> None:
+def test_keep_alive_requests_each_get_a_fresh_budget(service: ManagedProcess) -> None:
     request = (
         f"GET {HISTORY}?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token_for('u-proto')}\r\n"
         f"X-Padding: {'p' * 40_000}\r\n\r\n"

@@ -25,13 +25,14 @@ from devtools import emulators as emulator_tools
 from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from tests.conftest import PROJECT, EmulatorPair
-from tests.faults.conftest import RetryingWorker, Tally, new_user
-from tests.stream.conftest import start_stream_service, token_for
-from tests.support.processes import ServerProcess, start_function
+from tests.support.emulators import PROJECT, EmulatorPair
+from tests.support.events import new_user
+from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import PullSubscription
-from tests.support.sse import EventStream
+from tests.support.sse import EventStream, Tally
+from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
+from tests.support.worker import RetryingWorker
 
 STREAM = "/api/v1/notifications/stream"
 ROUNDS = 2  # events per user in each phase
@@ -41,7 +42,7 @@ def _topics(settings: Settings) -> list[str]:
     return [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic]
 
 
-def _push(settings: Settings, ingest: ServerProcess) -> PullSubscription:
+def _push(settings: Settings, ingest: ManagedProcess) -> PullSubscription:
     endpoint = f"{ingest.url}/projects/{PROJECT}/topics/{settings.content_events_topic}"
     return PullSubscription(PROJECT, settings.content_events_topic, push_endpoint=endpoint)
 

@@ -31,12 +31,11 @@ from shared.backends.firestore_store import FirestoreStore
 from shared.backends.memory import MemoryDeadLetters
 from shared.backends.pubsub_channel import PubSubChannel, ensure_topics, instance_subscription_id
 from shared.config import Settings, load_settings
-from tests.conftest import EmulatorPair
-from tests.faults.conftest import new_user
-from tests.stream.conftest import HEARTBEAT, start_stream_service, token_for
-from tests.support.events import valid_event
-from tests.support.processes import ServerProcess, start_function
+from tests.support.emulators import EmulatorPair
+from tests.support.events import new_user, valid_event
+from tests.support.processes import ManagedProcess, start_function
 from tests.support.sse import EventStream
+from tests.support.stream import HEARTBEAT, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
@@ -49,11 +48,11 @@ def project(emulators_session: EmulatorPair) -> Iterator[str]:
     yield name
 
 
-def _instance_id(server: ServerProcess) -> str:
+def _instance_id(server: ManagedProcess) -> str:
     return str(httpx.get(f"{server.url}/api/v1/notifications/health", timeout=10).json()["instance_id"])
 
 
-def _connect(server: ServerProcess, token: str, last_id: str | None) -> EventStream | None:
+def _connect(server: ManagedProcess, token: str, last_id: str | None) -> EventStream | None:
     stream = EventStream(server.url + STREAM, token=token, last_event_id=last_id)
     if stream.status == 429:
         return None

@@ -25,7 +25,7 @@ from functions.cleanup.registry_pass import SIGHTINGS
 from functions.cleanup.run import run_cleanup
 from shared.backends.pubsub_channel import ensure_topics, instance_subscription_id
 from shared.config import Settings, load_settings
-from tests.conftest import EmulatorPair
+from tests.support.emulators import EmulatorPair
 from tests.support.processes import start_function
 
 TIMEOUT = 300  # SSE_CONNECTION_TIMEOUT of these tests (the default)
