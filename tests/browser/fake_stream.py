@@ -58,6 +58,10 @@ class Hang:
     pass
 
 
+# What a plan holds: SSE text to send, a pause, or a hang until the client goes away.
+Step = str | Pause | Hang
+
+
 @dataclass
 class Attempt:
     query: dict[str, str]
@@ -76,7 +80,7 @@ def established(heartbeat_interval: float = 30, retry_ms: int = 200) -> str:
 
 
 def notification(nid: str, read: bool = False, title: str = "t") -> str:
-    body = {
+    body: dict[str, Any] = {
         "id": nid,
         "event_type": "system.update",
         "user_id": "u",
@@ -99,7 +103,7 @@ def nid(n: int) -> str:
 @dataclass
 class FakeStream:
     port: int = field(default_factory=free_port)
-    plans: deque[list[Any] | int] = field(default_factory=deque)
+    plans: deque[list[Step] | int] = field(default_factory=deque)
     attempts: list[Attempt] = field(default_factory=list)
     history_calls: list[dict[str, str]] = field(default_factory=list)
     history: dict[str, Any] = field(
@@ -129,7 +133,7 @@ class FakeStream:
 
         async def stream(request: Request) -> Response:
             self.attempts.append(Attempt(dict(request.query_params), dict(request.headers), time.monotonic()))
-            plan = self.plans.popleft() if self.plans else [established(), Hang()]
+            plan: list[Step] | int = self.plans.popleft() if self.plans else [established(), Hang()]
             if isinstance(plan, int):
                 return JSONResponse({"error": {"code": "x", "message": "x"}}, status_code=plan)
 

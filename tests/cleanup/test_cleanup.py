@@ -11,6 +11,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -103,11 +104,8 @@ def world(emulators: EmulatorPair) -> Iterator[World]:
     project = f"cleanup-{uuid.uuid4().hex[:10]}"
     settings = load_settings({**os.environ, "GOOGLE_CLOUD_PROJECT": project, "SSE_CONNECTION_TIMEOUT": str(TIMEOUT)})
     ensure_topics(project, [settings.notifications_topic])
-    db = firestore.Client(project=project)
-    subscriber = pubsub_v1.SubscriberClient()
-    yield World(project, settings, db, subscriber, datetime.now(UTC))
-    subscriber.close()
-    db.close()
+    with closing(firestore.Client(project=project)) as db, pubsub_v1.SubscriberClient() as subscriber:
+        yield World(project, settings, db, subscriber, datetime.now(UTC))
 
 
 def seed_mixed(world: World) -> None:

@@ -83,6 +83,7 @@ def test_malformed_events_are_dead_lettered_with_a_reason_and_store_nothing(
             settings.project_id,
             settings.content_events_topic,
             data or b"",
+            30.0,
             **{**attributes, "test_case": f"{marker}:{case_id}"},
         )
     received = dead_letter_tap.pull(len(MALFORMED), timeout=60)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fake_cloud import PROJECT, REGION, ROOT, DeployRun, FakeCloud, deploy_apis, flag
+from tests.support import ROOT
+from tests.support.fake_cloud import PROJECT, REGION, DeployRun, FakeCloud, deploy_apis, flag
 
 SA = {
     name: f"{name}@{PROJECT}.iam.gserviceaccount.com"

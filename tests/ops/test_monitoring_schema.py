@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_cloud import ROOT
+from tests.support import ROOT
 
 
 def sdk() -> tuple[Path, Path] | None:

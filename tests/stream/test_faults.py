@@ -9,7 +9,7 @@ import httpx
 from devtools import emulators as emulator_tools
 from shared.config import Settings
 from tests.support.emulators import EmulatorPair
-from tests.support.sse import EventStream
+from tests.support.sse import EventStream, accepted
 from tests.support.stream import auth, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
@@ -45,7 +45,7 @@ def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
 
         firestore.start()
         recovered = wait_for(
-            lambda: (lambda s: s if s.status == 200 else None)(EventStream(server.url + STREAM, token=token)),
+            lambda: accepted(server.url + STREAM, token=token),
             # gRPC's reconnect backoff decides how soon; ~10 s here, more on a loaded machine.
             90,
             interval=0.5,

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from google.cloud import firestore
 
 from shared.config import Settings
 from tests.support.processes import ManagedProcess
-from tests.support.sse import EventStream
+from tests.support.sse import EventStream, accepted
 from tests.support.stream import HEARTBEAT, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
 
 
-def _connections(settings: Settings, user: str) -> dict[str, object]:
+def _connections(settings: Settings, user: str) -> dict[str, Any]:
     snapshot = firestore.Client(project=settings.project_id).collection("connections").document(user).get()
     return snapshot.to_dict() or {}
 
@@ -73,7 +74,7 @@ def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
     assert refused.status == 429  # the crashed instance still counts while its heartbeat is fresh
     # "In time": within two heartbeat intervals of its last heartbeat (plus slack for a busy machine).
     stream = wait_for(
-        lambda: (lambda s: s if s.status == 200 else None)(EventStream(stream_server.url + STREAM, token=token)),
+        lambda: accepted(stream_server.url + STREAM, token=token),
         timeout=2 * HEARTBEAT + 4,
         interval=0.25,
         what="the dead instance's entries to stop counting",
@@ -81,7 +82,7 @@ def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
     try:
         live = _connections(settings, user)["live"]
         # The connect transaction dropped the dead entries in the same write.
-        assert next(iter(live.values()))["instance"] != "crashed-instance" and len(live) == 1  # type: ignore[attr-defined]
+        assert next(iter(live.values()))["instance"] != "crashed-instance" and len(live) == 1
     finally:
         stream.close()
 
@@ -92,7 +93,13 @@ def test_an_instance_record_is_kept_fresh(stream_server: ManagedProcess, setting
     first = ref.get().to_dict()
     assert first is not None
     assert first["subscription"].endswith(f"/subscriptions/stream-instance-{health['instance_id']}")
-    wait_for(lambda: ref.get().to_dict()["heartbeat_at"] > first["heartbeat_at"], 4 * HEARTBEAT, what="heartbeat")
+
+    def heartbeat_moved() -> bool:
+        now = ref.get().to_dict()
+        assert now is not None, "the instance record is gone"
+        return bool(now["heartbeat_at"] > first["heartbeat_at"])
+
+    wait_for(heartbeat_moved, 4 * HEARTBEAT, what="heartbeat")
 
 
 def test_leftover_entries_of_this_instance_do_not_count(

@@ -17,6 +17,8 @@ stream sees another user's notification.
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 import pytest
 from google.cloud import pubsub_v1
@@ -69,6 +71,12 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
     def stored(user: str) -> int:
         return len(store.page(user, 100).notifications)
 
+    def all_stored(counts: dict[str, int]) -> bool:
+        return all(stored(u) >= counts[u] for u in users)
+
+    def has_every(tally: Tally, wanted: set[str]) -> bool:
+        return wanted <= set(tally.titles())
+
     def phase(name: str, wait_each_round: bool) -> None:
         for round_number in range(ROUNDS):
             for user in users:
@@ -78,7 +86,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
             if wait_each_round:
                 # One event per user in flight: ids of one user follow publishing order.
                 counts = {u: len(expected[u]) for u in users}
-                wait_for(lambda c=counts: all(stored(u) >= c[u] for u in users), 30, what=f"{name} stored")
+                wait_for(partial(all_stored, counts), 30, what=f"{name} stored")
 
     try:
         for user, tabs in ((alice, 2), (bob, 1), (carol, 1)):
@@ -130,7 +138,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
 
         for tally in tallies:
             wanted = set(expected[tally.user])
-            wait_for(lambda t=tally, w=wanted: w <= set(t.titles()), 60, what=f"every event on {tally.user}'s stream")
+            wait_for(partial(has_every, tally, wanted), 60, what=f"every event on {tally.user}'s stream")
         for tally in tallies:
             tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have arrived by now
             tally.stream.wait_event("heartbeat", timeout=10)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ from shared.config import Settings, load_settings
 from tests.support.emulators import EmulatorPair
 from tests.support.events import new_user, valid_event
 from tests.support.processes import ManagedProcess, start_function
-from tests.support.sse import EventStream
+from tests.support.sse import Event, EventStream
 from tests.support.stream import HEARTBEAT, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
@@ -50,6 +51,10 @@ def project(emulators_session: EmulatorPair) -> Iterator[str]:
 
 def _instance_id(server: ManagedProcess) -> str:
     return str(httpx.get(f"{server.url}/api/v1/notifications/health", timeout=10).json()["instance_id"])
+
+
+def _notification_titled(title: str, event: Event) -> bool:
+    return event.event == "notification" and event.json()["title"] == title
 
 
 def _connect(server: ManagedProcess, token: str, last_id: str | None) -> EventStream | None:
@@ -116,7 +121,7 @@ def test_clients_of_a_killed_process_resume_elsewhere_and_cleanup_removes_its_tr
         # Each client reconnects with the id of the last event it received, as EventSource does.
         for stream, (_, token) in zip(streams[:4], clients[:4], strict=True):
             last = stream.events[-1].last_event_id
-            again = wait_for(lambda t=token, i=last: _connect(survivor, t, i), 30, interval=0.1, what="reconnect")
+            again = wait_for(partial(_connect, survivor, token, last), 30, interval=0.1, what="reconnect")
             resumed.append(again)
         accepted_after = time.monotonic() - killed_at
         # The dead instance's entries count until its heartbeat is 2 intervals old (its last
@@ -127,7 +132,7 @@ def test_clients_of_a_killed_process_resume_elsewhere_and_cleanup_removes_its_tr
             publish(user, f"after-{user}")
             expected[user].append(f"after-{user}")
         for old, new, (user, _) in zip(streams[:4], resumed, clients[:4], strict=True):
-            new.wait_for(lambda e, u=user: e.event == "notification" and e.json()["title"] == f"after-{u}", 20)
+            new.wait_for(partial(_notification_titled, f"after-{user}"), 20)
             new.wait_event("heartbeat")
             titles = [e.json()["title"] for s in (old, new) for e in s.of_type("notification")]
             assert titles == expected[user], "nothing missed, nothing twice, in order"
@@ -140,7 +145,9 @@ def test_clients_of_a_killed_process_resume_elsewhere_and_cleanup_removes_its_tr
         gone_live = db.collection("connections").document(gone).get().to_dict() or {}
         assert {e["instance"] for e in gone_live.get("live", {}).values()} == {doomed_id}
 
-        heartbeat_at = db.collection("stream_instances").document(doomed_id).get().to_dict()["heartbeat_at"]
+        doomed_record = db.collection("stream_instances").document(doomed_id).get().to_dict()
+        assert doomed_record is not None
+        heartbeat_at = doomed_record["heartbeat_at"]
         wait_for(
             lambda: (datetime.now(UTC) - heartbeat_at).total_seconds() > CONNECTION_TIMEOUT + 0.5,
             CONNECTION_TIMEOUT + 5,

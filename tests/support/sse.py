@@ -278,6 +278,12 @@ class EventStream:
         self._client.close()
 
 
+def accepted(url: str, **options: Any) -> EventStream | None:
+    """The stream if the server accepted it (200); None if it refused (that response is closed already)."""
+    stream = EventStream(url, **options)
+    return stream if stream.status == 200 else None
+
+
 @dataclass
 class Tally:
     """One client of one user: its current stream and the ones it had before reconnecting."""
