@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,6 +16,7 @@ from functions.stream.config import load_stream_settings
 from shared.tokens import mint_token
 from tests.support import ROOT
 from tests.support.processes import ManagedProcess, start_server
+from tests.support.sse import EventStream
 from tests.support.waiting import wait_for
 
 SECRET = "stream-test-secret-0123456789abcdefghij"
@@ -77,3 +81,41 @@ def wait_stored(server: ManagedProcess, token: str, count: int, timeout: float =
         return ids if len(ids) >= count else []
 
     return wait_for(enough, timeout, what=f"{count} stored notifications")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One connect, its start and end in seconds after a reference time."""
+
+    started: float
+    ended: float
+    accepted: bool
+
+
+def retry_until_accepted(
+    connect: Callable[[], EventStream | None], since: datetime, timeout: float
+) -> tuple[EventStream, list[Attempt]]:
+    """Call ``connect`` every 0.1 s until it returns a stream; every attempt, timed from ``since``."""
+    attempts: list[Attempt] = []
+
+    def once() -> EventStream | None:
+        started = (datetime.now(UTC) - since).total_seconds()
+        stream = connect()
+        attempts.append(Attempt(started, (datetime.now(UTC) - since).total_seconds(), stream is not None))
+        return stream
+
+    return wait_for(once, timeout, interval=0.1, what="a connect to be accepted"), attempts
+
+
+def assert_freed_at(attempts: list[Attempt], cutoff: float) -> None:
+    """Refused before ``cutoff``, accepted after it, as far as the attempts can tell without a clock margin.
+
+    A refused connect was checked before the cutoff, so it started before it; the accepted one was checked
+    after, so it ended after it. Connects every 0.1 s make a later cutoff show as a refusal started after
+    ``cutoff``, an earlier one as an acceptance ended before it.
+    """
+    assert attempts and attempts[-1].accepted, attempts
+    assert attempts[-1].ended >= cutoff, f"accepted before {cutoff} s: {attempts}"
+    late = [a for a in attempts if not a.accepted and a.started >= cutoff]
+    assert late == [], f"still refused after {cutoff} s: {late}"
+
