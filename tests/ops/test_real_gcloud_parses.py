@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import missing
 from tests.support.fake_cloud import PROJECT, FakeCloud
 
 pytestmark = pytest.mark.slow
@@ -46,12 +47,12 @@ def isolated(gcloud: str, config: Path, argv: list[str]) -> subprocess.Completed
 def test_every_command_shape_parses_with_the_real_gcloud(cloud: FakeCloud, tmp_path: Path) -> None:
     gcloud = shutil.which("gcloud")
     if gcloud is None or shutil.which("unshare") is None:
-        pytest.skip("needs the Google Cloud SDK and unshare")
+        missing("needs the Google Cloud SDK (google-cloud-cli) and unshare (util-linux)")
     config = tmp_path / "gcloud-config"
     config.mkdir()
     probe = isolated(gcloud, config, ["pubsub", "topics", "describe", "t", "--project=p"])
     if "active account" not in probe.stderr:
-        pytest.skip(f"cannot run gcloud in an empty network namespace here: {probe.stderr[-300:]}")
+        missing(f"cannot run gcloud in an empty network namespace here: {probe.stderr[-300:]}")
 
     shapes: dict[tuple[object, ...], list[str]] = {}
     for mode in ("missing", "present"):

@@ -16,18 +16,6 @@ from tests.support import ROOT
 FAKE = Path(__file__).with_name("fake_gcloud.py")
 PROJECT = "notif-prod-test"
 REGION = "europe-west1"
-SAMPLE_INDEXES = {
-    "indexes": [
-        {
-            "collectionGroup": "notifications",
-            "queryScope": "COLLECTION",
-            "fields": [{"fieldPath": "read", "order": "ASCENDING"}, {"fieldPath": "id", "order": "DESCENDING"}],
-        }
-    ],
-    "fieldOverrides": [],
-}
-
-
 def deploy_apis() -> list[str]:
     """The APIs deploy.sh enables, read from the script itself."""
     text = (ROOT / "deploy.sh").read_text()
@@ -76,13 +64,8 @@ class FakeCloud:
             path.chmod(0o755)
         self.log = tmp / "calls.jsonl"
         self.build = tmp / "build"
-        real = ROOT / "firestore.indexes.json"
-        if real.exists():
-            self.indexes = real
-        else:
-            # The stream service's file is not there yet: a sample of the same format stands in.
-            self.indexes = tmp / "firestore.indexes.json"
-            self.indexes.write_text(json.dumps(SAMPLE_INDEXES))
+        # The repository's own file, which deploy.sh reads by default: deleting it must fail the deploy tests.
+        self.indexes = ROOT / "firestore.indexes.json"
 
     def run(self, *args: str, mode: str = "missing", extra_env: dict[str, str] | None = None) -> DeployRun:
         self.log.write_text("")
@@ -93,7 +76,6 @@ class FakeCloud:
             "FAKE_GCLOUD_MODE": mode,
             "FAKE_GCLOUD_APIS": ",".join(deploy_apis()),
             "FAKE_GCLOUD_INDEXES": str(self.indexes),
-            "FIRESTORE_INDEXES_FILE": str(self.indexes),
             **(extra_env or {}),
         }
         for name in ("GOOGLE_CLOUD_PROJECT", "CONTENT_EVENTS_TOPIC", "NOTIFICATIONS_TOPIC"):
