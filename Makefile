@@ -1,6 +1,7 @@
 # make test  - install what the tests need, then run every test (the tests start the emulators)
+# make test-fast - every test that needs neither the emulators nor Chromium (see README "Tests")
 # make run   - start the whole system locally (see README)
-# make bench - measure performance and cost (see bench/README.md)
+# make bench - measure performance and cost (see docs/benchmarks.md)
 # make lint  - ruff and mypy
 
 VENV ?= .venv
