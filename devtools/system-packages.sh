@@ -13,6 +13,12 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # Linting deploy.sh in tests/ops needs the ShellCheck package.
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# Two ops checks run the real gcloud offline (tests/ops/test_monitoring_schema.py,
+# test_real_gcloud_parses.py); Debian does not package it, and under CI they fail without it.
+if ! command -v gcloud >/dev/null 2>&1; then
+  echo "warning: gcloud is missing; install google-cloud-cli from Google's apt repository" \
+    "(https://cloud.google.com/sdk/docs/install#deb) for the ops checks" >&2
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,55 +1,67 @@
-"""Session fixtures: the real Pub/Sub and Firestore emulators, started by the tests."""
+"""Session fixtures: the real Pub/Sub and Firestore emulators (started by the tests), the ingest
+function behind a push subscription, and the markers that say which tests need them.
+
+The emulator fixtures are declared once for the whole suite, so every folder shares
+one ingest server and one push subscription: a second subscription on the content
+topic would deliver every event twice.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
 from devtools import emulators as emulator_tools
-from devtools.emulators import Emulator
+from functions.stream.config import StreamSettings, load_stream_settings
+from shared.backends.pubsub_channel import ensure_topics
 from shared.config import reset_settings
+from tests.support.emulators import PROJECT, EmulatorPair, require_emulators
+from tests.support.events import new_user as unique_user
+from tests.support.processes import ManagedProcess, start_function
+from tests.support.pubsub import InstanceTap, PullSubscription
 
-pytest_plugins = ["tests.support.gcp_fixtures"]
-
-PROJECT = "test-project"
 # The tests are a development run: the only mode allowed the public development JWT
 # secret (tests that check its refusal pass their own environment).
 os.environ.setdefault("NOTIFICATIONS_LOCAL_MODE", "true")
-ROOT = Path(__file__).resolve().parents[1]
+
+# A fixture that needs infrastructure, and the marker of every test that uses it, directly
+# or through other fixtures, so that -m "not emulator and not browser" leaves them all out.
+MARKER_OF_FIXTURE = {"emulators_installed": "emulator", "chromium": "browser"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "/tests/emulator/" in str(item.path) or "emulators" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.emulator)
+        used = set(getattr(item, "fixturenames", ()))  # the transitive closure of what it requests
+        for fixture, marker in MARKER_OF_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(marker)
 
 
-def _require(kind: emulator_tools.Kind) -> None:
-    if emulator_tools.available(kind):
-        return
-    message = f"{kind} emulator unavailable: install gcloud's emulator or set {emulator_tools.ENV_JAR[kind]}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """A test without the ``emulator`` marker that starts an emulator anyway fails, instead of slipping into
+    ``make test-fast``: it must reach the emulators through ``emulators_installed``."""
+    if item.get_closest_marker("emulator") is not None:
+        return (yield)
 
+    def undeclared(*args: object, **kwargs: object) -> emulator_tools.Emulator:
+        raise AssertionError(f"{item.nodeid} starts an emulator without the emulators_installed fixture")
 
-class EmulatorPair:
-    def __init__(self, pubsub: Emulator, firestore: Emulator) -> None:
-        self.pubsub = pubsub
-        self.firestore = firestore
-        self.project = PROJECT
-
-    def env(self) -> dict[str, str]:
-        return {**self.pubsub.env(), **self.firestore.env(), "GOOGLE_CLOUD_PROJECT": PROJECT}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(emulator_tools, "start", undeclared)
+        return (yield)
 
 
 @pytest.fixture(scope="session")
-def emulators_session() -> Iterator[EmulatorPair]:
-    _require("pubsub")
-    _require("firestore")
+def emulators_installed() -> None:
+    """Both emulators can be started on this machine (else skip; under CI, fail)."""
+    require_emulators()
+
+
+@pytest.fixture(scope="session")
+def emulators_session(emulators_installed: None) -> Iterator[EmulatorPair]:
     pubsub = emulator_tools.start("pubsub", PROJECT)
     try:
         firestore = emulator_tools.start("firestore", PROJECT)
@@ -77,3 +89,81 @@ def emulators_session() -> Iterator[EmulatorPair]:
 def emulators(emulators_session: EmulatorPair) -> EmulatorPair:
     """Both emulators running, with their hosts in the environment."""
     return emulators_session
+
+
+@pytest.fixture
+def private_pubsub(emulators_installed: None) -> Iterator[emulator_tools.Emulator]:
+    """A Pub/Sub emulator of this test's own: killing it disturbs no other test."""
+    emulator = emulator_tools.start("pubsub", PROJECT)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def private_firestore(emulators_installed: None) -> Iterator[emulator_tools.Emulator]:
+    """A Firestore emulator of this test's own: stopping it disturbs no other test."""
+    emulator = emulator_tools.start("firestore", PROJECT)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(emulators_session: EmulatorPair) -> StreamSettings:
+    settings = load_stream_settings()
+    ensure_topics(
+        settings.project_id,
+        [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic],
+    )
+    return settings
+
+
+@pytest.fixture(scope="session")
+def ingest_server(emulators_session: EmulatorPair, settings: StreamSettings) -> Iterator[ManagedProcess]:
+    server = start_function(
+        "functions/ingest/main.py", "ingest_content_event", {**emulators_session.env(), "BACKEND_TIMEOUT_SECONDS": "5"}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def push_subscription(settings: StreamSettings, ingest_server: ManagedProcess) -> Iterator[PullSubscription]:
+    """The trigger: content topic -> push -> functions-framework, as Eventarc wires it in the cloud."""
+    endpoint = f"{ingest_server.url}/projects/{settings.project_id}/topics/{settings.content_events_topic}"
+    subscription = PullSubscription(settings.project_id, settings.content_events_topic, push_endpoint=endpoint)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def channel_tap(settings: StreamSettings, user_id: str) -> Iterator[PullSubscription]:
+    """Everything routed on the live channel from now on to a stream instance holding ``user_id``'s stream."""
+    subscription = InstanceTap(settings.project_id, [user_id])
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def broadcast_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
+    """Everything published to every stream instance (broadcasts, and the fallback when routing cannot)."""
+    subscription = PullSubscription(settings.project_id, settings.notifications_topic)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def dead_letter_tap(settings: StreamSettings) -> Iterator[PullSubscription]:
+    subscription = PullSubscription(settings.project_id, settings.dead_letter_topic)
+    yield subscription
+    subscription.delete()
+
+
+@pytest.fixture
+def user_id() -> str:
+    return unique_user()
+
+
+@pytest.fixture
+def new_user() -> Callable[[], str]:
+    """A maker of user ids no other test uses."""
+    return unique_user

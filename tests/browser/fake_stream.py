@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from devtools.emulators import free_port
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.support.waiting import port_open, wait_for
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>
@@ -61,6 +61,10 @@ class Hang:
     pass
 
 
+# What a plan holds: SSE text to send, a pause, or a hang until the client goes away.
+Step = str | Pause | Hang
+
+
 @dataclass
 class Refuse:
     status: int
@@ -87,7 +91,7 @@ def established(heartbeat_interval: float = 30, retry_ms: int = 200) -> str:
 
 
 def notification(nid: str, read: bool = False, title: str = "t") -> str:
-    body = {
+    body: dict[str, Any] = {
         "id": nid,
         "event_type": "system.update",
         "user_id": "u",
@@ -110,7 +114,7 @@ def nid(n: int) -> str:
 @dataclass
 class FakeStream:
     port: int = field(default_factory=free_port)
-    plans: deque[list[Any] | int | Refuse] = field(default_factory=deque)
+    plans: deque[list[Step] | int | Refuse] = field(default_factory=deque)
     attempts: list[Attempt] = field(default_factory=list)
     history_calls: list[dict[str, str]] = field(default_factory=list)
     history: dict[str, Any] = field(
@@ -158,12 +162,12 @@ class FakeStream:
             if "ticket" in query and token is None:
                 self.reused_tickets.append(query["ticket"])
             self.attempts.append(Attempt(query, dict(request.headers), time.monotonic(), token))
-            plan = self.plans.popleft() if self.plans else [established(), Hang()]
+            plan: list[Step] | int | Refuse = self.plans.popleft() if self.plans else [established(), Hang()]
             if isinstance(plan, int):
                 plan = Refuse(plan)
             if isinstance(plan, Refuse):
-                body = {"error": {"code": plan.code, "message": "x"}}
-                return JSONResponse(body, status_code=plan.status, headers=plan.headers)
+                error = {"error": {"code": plan.code, "message": "x"}}
+                return JSONResponse(error, status_code=plan.status, headers=plan.headers)
 
             async def body() -> AsyncIterator[bytes]:
                 for item in plan:

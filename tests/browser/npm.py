@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 PACKAGE = ROOT / "clients" / "web"
 SERVED_CLIENT = ROOT / "functions" / "stream" / "web" / "client.js"

@@ -82,7 +82,8 @@ def test_clear_all_event_empties_the_list(page: Any, fake: FakeStream) -> None:
 
 def test_a_dropped_stream_resumes_after_the_last_id_with_a_new_ticket(page: Any, fake: FakeStream) -> None:
     fake.plans.append([established(retry_ms=100), notification(nid(5))])  # then the response ends
-    fake.plans.append([established(), notification(nid(6)), Hang()])
+    fake.plans.append([established(heartbeat_interval=0.2), notification(nid(6)), Hang()])
+    fake.plans.append([established(), Hang()])
     start(page, ["t1"])
     page.wait_for_function("() => client.notifications.length === 2", timeout=WAIT_MS)
     assert len(fake.attempts) == 2
@@ -109,10 +110,13 @@ def test_heartbeats_keep_the_stream(page: Any, fake: FakeStream) -> None:
     for _ in range(10):
         beats += [Pause(0.15), frame("heartbeat", {"timestamp": "x"})]
     fake.plans.append([*beats, Hang()])
+    fake.plans.append([established(), Hang()])
     start(page, ["t1"])
     page.wait_for_function("() => client.state === 'connected'", timeout=WAIT_MS)
-    page.wait_for_timeout(1600)  # the ten heartbeats, each inside the watchdog's window
+    page.wait_for_timeout(1600)  # the ten heartbeats, each inside the watchdog's 0.5 s window
     assert len(fake.attempts) == 1
+    # The watchdog was armed all along: once the heartbeats stop, it reconnects.
+    wait_for(lambda: len(fake.attempts) == 2, 10, what="a reconnect after the heartbeats stopped")
 
 
 def test_token_expired_closing_asks_get_token_and_resumes(page: Any, fake: FakeStream) -> None:

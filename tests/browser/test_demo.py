@@ -18,11 +18,11 @@ import jwt
 import pytest
 
 from devtools.emulators import free_port
-from shared.config import Settings
+from functions.stream.config import StreamSettings
 from shared.notification import iso
 from shared.tokens import mint_token
-from tests.browser.conftest import ARTIFACTS, StreamServer, Worker, record_figure
-from tests.support.processes import start_process
+from tests.support.browser import ARTIFACTS, StreamServer, Worker, record_figure
+from tests.support.processes import start_server
 
 BADGE = '[data-testid="notification-unread-badge"]'
 BELL = '[data-testid="notification-bell"]'
@@ -89,12 +89,13 @@ def test_published_event_appears_live_with_badge(context: Any, stream_server: St
     titles = page.locator(f"{ITEM} .title").all_inner_texts()
     assert titles == [f"Video {n} ready" for n in range(5, 0, -1)], "newest first"
     assert page.get_attribute(BELL, "aria-label") == "Notifications, 5 unread"
-    figures = {"samples_s": [round(s, 3) for s in seconds], "median_s": round(statistics.median(seconds), 3)}
+    median = round(statistics.median(seconds), 3)
+    figures = {"samples_s": [round(s, 3) for s in seconds], "median_s": median}
     record_figure("publish_to_visible", figures)
     print(f"publish (content topic) -> visible in Chromium: {figures}")
     # SPEC promise for the demo: visible within 2 s. The median, so one noisy sample on a shared machine
     # does not fail the run while a real regression (seconds per event) still does.
-    assert figures["median_s"] < 2.0, figures
+    assert median < 2.0, figures
     assert page.errors == []
 
 
@@ -198,7 +199,7 @@ def test_keyboard_opens_and_closes_the_panel(context: Any, stream_server: Stream
 
 
 def test_expiring_token_is_renewed_through_get_token(
-    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: Settings
+    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: StreamSettings
 ) -> None:
     short = mint_token(worker.user_id, stack_settings, ttl_seconds=8)
     page = context.new_page()
@@ -216,7 +217,7 @@ def test_expiring_token_is_renewed_through_get_token(
 
 
 def test_rejected_token_is_replaced(
-    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: Settings
+    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: StreamSettings
 ) -> None:
     forged = jwt.encode(
         {"sub": worker.user_id, "exp": int(time.time()) + 3600, "type": "access"}, "x" * 40, algorithm="HS256"
@@ -295,12 +296,12 @@ def test_local_publish_form_goes_through_the_content_topic(
 
 
 def test_demo_on_the_production_service_needs_only_a_token(
-    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: Settings
+    context: Any, stream_server: StreamServer, worker: Worker, stack_settings: StreamSettings
 ) -> None:
     """The plain service (DEMO_PAGE on, no development routes): no form, the token from ?token= is enough."""
     port = free_port()
     command = [sys.executable, "-m", "functions.stream.serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = start_process(command, stream_server.env, port)
+    server = start_server(command, stream_server.env, port)
     try:
         token = mint_token(worker.user_id, stack_settings, ttl_seconds=600)
         page = context.new_page()

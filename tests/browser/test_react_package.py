@@ -29,10 +29,11 @@ from shared.backends.firestore_store import FirestoreStore
 from shared.events import ContentEvent
 from shared.notification import build_notification
 from shared.tokens import mint_token
-from tests.browser.conftest import ARTIFACTS, HEARTBEAT_SECONDS, StreamServer, Worker, record_figure
 from tests.browser.npm import ensure_installed, npm, pack
-from tests.conftest import ROOT, EmulatorPair
-from tests.support.processes import ServerProcess
+from tests.support import ROOT
+from tests.support.browser import ARTIFACTS, HEARTBEAT_SECONDS, StreamServer, Worker, record_figure
+from tests.support.emulators import EmulatorPair
+from tests.support.processes import ManagedProcess
 from tests.support.waiting import port_open, wait_for
 
 APP_SOURCE = Path(__file__).resolve().parent / "react_app"
@@ -82,7 +83,7 @@ def react_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
 
 @pytest.fixture(scope="module")
-def api(react_app: App, emulators_session: EmulatorPair, ingest_push: ServerProcess) -> Iterator[StreamServer]:
+def api(react_app: App, emulators_session: EmulatorPair, ingest_push: ManagedProcess) -> Iterator[StreamServer]:
     """The stream service with the app's origin allowed (CORS)."""
     env = {
         **os.environ,

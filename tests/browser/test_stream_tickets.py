@@ -8,7 +8,7 @@ from typing import Any
 from functions.stream import tickets
 from functions.stream.config import StreamSettings
 from shared.tokens import Claims, mint_token
-from tests.browser.conftest import StreamServer, Worker
+from tests.support.browser import StreamServer, Worker
 
 # In the page: ask for a ticket with the bearer token, open an EventSource with it, and report.
 OPEN_WITH_TICKET = """async (token) => {

@@ -17,7 +17,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from functions.stream.config import StreamSettings
 from shared.tokens import mint_token
-from tests.browser.conftest import HEARTBEAT_SECONDS, StreamServer, Worker, record_figure
+from tests.support.browser import HEARTBEAT_SECONDS, StreamServer, Worker, record_figure
 from tests.support.waiting import wait_for
 
 INDICATOR = '[data-testid="notification-connection-indicator"]'

@@ -9,16 +9,11 @@ terminal's Ctrl-C does) and checks that every process it started is gone.
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,106 +25,49 @@ from google.cloud import pubsub_v1
 from devtools import emulators, run
 from devtools.cli import publish_event
 from devtools.emulators import free_port
-from tests.conftest import ROOT, EmulatorPair
+from tests.support import ROOT
+from tests.support.emulators import EmulatorPair
+from tests.support.processes import alive, spawn
 from tests.support.waiting import wait_for
 
 SECRET = "make-run-test-secret-" + "x" * 20
 EMULATOR_VARIABLES = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
 
 
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            parent = _parent_of(int(entry.name))
-            if parent is not None:
-                children[parent].append(int(entry.name))
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children[todo.pop()]:
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
-
-
 class LocalRun:
-    """``python -m devtools.run`` in a new session, with its output read line by line."""
+    """``python -m devtools.run`` in a new session, its output read from the log as it grows."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.run"],
-            cwd=ROOT,
-            env={**env, "PORT": str(self.port), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        env = {**env, "PORT": str(self.port), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.process = spawn([sys.executable, "-m", "devtools.run"], env)
         self.seen: set[int] = set()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
 
     def banner(self, timeout: float = 120.0) -> dict[str, str]:
         """The ``key: value`` lines printed up to "Ctrl-C stops everything."."""
+
+        def printed() -> list[str]:
+            lines = self.process.log().splitlines()
+            if any(line.startswith("error:") for line in lines):
+                raise AssertionError("make run failed:\n" + "\n".join(lines))
+            done = [i for i, line in enumerate(lines) if line.startswith("Ctrl-C")]
+            return lines[: done[0]] if done else []
+
+        lines = self.process.wait_until(printed, timeout, what="the banner of make run")
         found: dict[str, str] = {}
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no banner within {timeout} s:\n" + "\n".join(self.output)) from None
-            self.output.append(line)
-            if line.startswith("Ctrl-C"):
-                return found
-            if line.startswith("error:"):
-                raise AssertionError("make run failed:\n" + "\n".join(self.output))
+        for line in lines:
             key, _, value = line.partition(": ")
             found[key.strip()] = value.strip()
+        return found
 
     def remember_processes(self) -> set[int]:
-        self.seen |= descendants(self.process.pid)
+        self.seen |= self.process.descendants()
         return self.seen
 
     def interrupt(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60.0) -> int:
         """Ctrl-C on a terminal signals the whole foreground group; SIGTERM (a supervisor) just the process."""
-        if sig == signal.SIGINT:
-            os.killpg(self.process.pid, sig)
-        else:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        for pid in self.remember_processes() | {self.process.pid}:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.process.wait(timeout=10)
+        self.process.send(sig, group=sig == signal.SIGINT)
+        return self.process.process.wait(timeout=timeout)
 
 
 @pytest.fixture
@@ -142,11 +80,8 @@ def local_run() -> Iterator[Any]:
 
     yield start
     for each in started:
-        if each.process.poll() is None:
-            each.kill()
-        each.reader.join(timeout=10)
-        if each.process.stdout is not None:
-            each.process.stdout.close()
+        if each.process.running():
+            each.process.kill_tree(each.seen)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -182,7 +117,7 @@ def check_demo_and_stream(banner: dict[str, str], publish: Any) -> None:
 
 def assert_everything_stopped(run_: LocalRun, seen: set[int]) -> None:
     assert seen, "make run started no processes?"
-    wait_for(lambda: not [pid for pid in seen if running(pid)], 15, what="every child of make run to exit")
+    wait_for(lambda: not [pid for pid in seen if alive(pid)], 15, what="every child of make run to exit")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -204,7 +139,7 @@ def test_make_run_with_embedded_backends(local_run: Any, sig: signal.Signals) ->
     seen = started.remember_processes()
     assert started.interrupt(sig) == 0
     assert_everything_stopped(started, seen)
-    assert "stopping" in "\n".join(started.output + list(started.lines.queue))
+    assert "stopping" in started.process.log()
 
 
 def test_make_run_uses_the_emulators_named_in_the_environment(local_run: Any, emulators_session: EmulatorPair) -> None:
@@ -237,12 +172,7 @@ def test_make_run_uses_the_emulators_named_in_the_environment(local_run: Any, em
 
 
 @pytest.mark.slow
-def test_make_run_starts_and_stops_its_own_emulators(local_run: Any) -> None:
-    if not (emulators.available("pubsub") and emulators.available("firestore")):
-        message = "emulators not installed: install gcloud's or set PUBSUB_EMULATOR_JAR and FIRESTORE_EMULATOR_JAR"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def test_make_run_starts_and_stops_its_own_emulators(local_run: Any, emulators_installed: None) -> None:
     started = local_run(clean_env(GOOGLE_CLOUD_PROJECT="run-own-emulators"))
     banner = started.banner(timeout=180)
     assert "pubsub emulator started" in banner["backends"]

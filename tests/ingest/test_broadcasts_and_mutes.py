@@ -19,7 +19,7 @@ from shared.backends import Backends
 from shared.backends.firestore_store import BROADCASTS, FirestoreStore
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters
 from shared.config import Settings
-from tests.conftest import EmulatorPair
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
 
 PROJECT = "broadcast-tests"

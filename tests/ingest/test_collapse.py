@@ -24,7 +24,7 @@ from shared.backends.memory import MemoryDeadLetters
 from shared.backends.pubsub_channel import PubSubChannel
 from shared.config import Settings
 from shared.feed import COALESCE_SECONDS
-from tests.conftest import EmulatorPair
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
 from tests.support.pubsub import PullSubscription
 

@@ -25,9 +25,9 @@ from shared.channel import ChannelMessage
 from shared.config import load_settings
 from shared.errors import BackendUnavailable
 from shared.killswitch import KillSwitch, MemorySwitchDocument, SwitchDocument, Switches
-from tests.conftest import EmulatorPair
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
-from tests.support.processes import ServerProcess, start_function
+from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import PullSubscription
 from tests.support.waiting import wait_for
 
@@ -190,7 +190,7 @@ def project(emulators: EmulatorPair) -> str:
 
 
 @pytest.fixture
-def ingest_function(emulators: EmulatorPair, project: str) -> Iterator[ServerProcess]:
+def ingest_function(emulators: EmulatorPair, project: str) -> Iterator[ManagedProcess]:
     env = {**emulators.env(), "GOOGLE_CLOUD_PROJECT": project, "KILLSWITCH_CACHE_SECONDS": "0.2"}
     server = start_function("functions/ingest/main.py", "ingest_content_event", env)
     trigger = PullSubscription(project, CONTENT, push_endpoint=f"{server.url}/projects/{project}/topics/{CONTENT}")
@@ -200,7 +200,7 @@ def ingest_function(emulators: EmulatorPair, project: str) -> Iterator[ServerPro
 
 
 def test_switched_off_events_are_parked_then_replayed_on_the_emulators(
-    project: str, ingest_function: ServerProcess
+    project: str, ingest_function: ManagedProcess
 ) -> None:
     subscriber = pubsub_v1.SubscriberClient()
     inspect = f"projects/{project}/subscriptions/{DEAD}-inspect"

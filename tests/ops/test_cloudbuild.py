@@ -7,11 +7,13 @@ from typing import Any
 
 import yaml
 
-from tests.ops.conftest import ROOT
+from tests.support import ROOT
 
 
 def load() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    loaded = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    assert isinstance(loaded, dict), "cloudbuild.yaml is a mapping"
+    return loaded
 
 
 def test_it_parses_and_runs_the_ci_tests_before_deploying() -> None:

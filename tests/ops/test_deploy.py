@@ -13,7 +13,8 @@ import yaml
 
 from functions.stream.app import create_app
 from functions.stream.config import load_stream_settings
-from tests.ops.conftest import PROJECT, REGION, ROOT, DeployRun, FakeCloud, deploy_apis, flag
+from tests.support import ROOT
+from tests.support.fake_cloud import PROJECT, REGION, DeployRun, FakeCloud, deploy_apis, flag
 
 SA = {
     name: f"{name}@{PROJECT}.iam.gserviceaccount.com"

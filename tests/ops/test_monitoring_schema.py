@@ -13,25 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import ROOT
+from tests.support import ROOT, missing
 
 
-def sdk() -> tuple[Path, Path] | None:
+def sdk() -> tuple[Path, Path]:
+    """The Google Cloud SDK's root and its bundled Python (skipped here without them; a failure under CI)."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
-        return None
+        missing("gcloud is missing: install the Google Cloud SDK (google-cloud-cli)")
     root = Path(os.path.realpath(gcloud)).parent.parent
     python = root / "platform" / "bundledpythonunix" / "bin" / "python3"
     if not (root / "lib" / "googlecloudsdk").is_dir() or not python.exists():
-        return None
+        missing(f"{root} is not a Google Cloud SDK with its bundled Python")
     return root, python
 
 
 def test_metrics_and_alerts_match_the_api_schemas() -> None:
-    found = sdk()
-    if found is None:
-        pytest.skip("no Google Cloud SDK with its bundled Python here")
-    root, python = found
+    root, python = sdk()
     files = sorted(str(p) for p in [*(ROOT / "ops").glob("*/*.yaml"), *(ROOT / "ops" / "dashboards").glob("*.json")])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     result = subprocess.run(
@@ -60,10 +58,7 @@ def test_metrics_and_alerts_match_the_api_schemas() -> None:
 def test_the_checker_catches_a_misspelled_field(
     tmp_path: Path, name: str, source: str, typo: tuple[str, str], reported: str
 ) -> None:
-    found = sdk()
-    if found is None:
-        pytest.skip("no Google Cloud SDK with its bundled Python here")
-    root, python = found
+    root, python = sdk()
     bad = tmp_path / name
     bad.parent.mkdir()
     bad.write_text((ROOT / "ops" / source).read_text().replace(*typo, 1))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import PROJECT, FakeCloud
+from tests.support import missing
+from tests.support.fake_cloud import PROJECT, FakeCloud
 
 # Three deploy.sh runs and one real gcloud start (about 6 s here) per command shape.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -47,12 +48,12 @@ def isolated(gcloud: str, config: Path, argv: list[str]) -> subprocess.Completed
 def test_every_command_shape_parses_with_the_real_gcloud(cloud: FakeCloud, tmp_path: Path) -> None:
     gcloud = shutil.which("gcloud")
     if gcloud is None or shutil.which("unshare") is None:
-        pytest.skip("needs the Google Cloud SDK and unshare")
+        missing("needs the Google Cloud SDK (google-cloud-cli) and unshare (util-linux)")
     config = tmp_path / "gcloud-config"
     config.mkdir()
     probe = isolated(gcloud, config, ["pubsub", "topics", "describe", "t", "--project=p"])
     if "active account" not in probe.stderr:
-        pytest.skip(f"cannot run gcloud in an empty network namespace here: {probe.stderr[-300:]}")
+        missing(f"cannot run gcloud in an empty network namespace here: {probe.stderr[-300:]}")
 
     shapes: dict[tuple[object, ...], list[str]] = {}
     runs = [

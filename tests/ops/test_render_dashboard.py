@@ -9,7 +9,7 @@ from PIL import Image
 
 from ops import monitoring
 from ops.render_dashboard import main, source
-from tests.ops.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_the_image_is_drawn_from_the_json_with_the_committed_layout(tmp_path: Path) -> None:

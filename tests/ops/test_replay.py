@@ -9,7 +9,7 @@ from google.cloud import pubsub_v1
 
 from ops.replay_dead_letters import main, replay, replay_body
 from shared.backends.pubsub_channel import ensure_topics
-from tests.conftest import EmulatorPair
+from tests.support.emulators import EmulatorPair
 from tests.support.pubsub import PullSubscription
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ops.revisions import NoPrevious, previous
-from tests.ops.conftest import PROJECT, REGION, DeployRun, FakeCloud, flag
+from tests.support.fake_cloud import PROJECT, REGION, DeployRun, FakeCloud, flag
 
 SERVICES = ("notifications-ingest", "notifications-stream", "notifications-cleanup")
 

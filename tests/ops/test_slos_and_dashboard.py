@@ -24,7 +24,7 @@ from shared.config import load_settings
 from shared.errors import BackendUnavailable
 from shared.feed import Applied
 from shared.notification import NewNotification
-from tests.ops.conftest import ROOT
+from tests.support import ROOT
 from tests.support.events import valid_event
 
 METRICS = {path.stem: yaml.safe_load(path.read_text()) for path in (ROOT / "ops" / "metrics").glob("*.yaml")}

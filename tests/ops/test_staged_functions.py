@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +21,14 @@ from devtools.emulators import free_port
 from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import load_settings
-from tests.conftest import EmulatorPair
-from tests.ops.conftest import FakeCloud
+from tests.support import ROOT
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
-from tests.support.processes import ServerProcess
+from tests.support.fake_cloud import FakeCloud
+from tests.support.processes import ManagedProcess, start_server
 from tests.support.pubsub import push_envelope
-from tests.support.waiting import port_open, wait_for
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -71,26 +70,13 @@ def project(emulators: EmulatorPair) -> Iterator[dict[str, str]]:
     yield {**emulators.env(), "GOOGLE_CLOUD_PROJECT": name}
 
 
-def start_in(folder: Path, command: list[str], env: dict[str, str], port: int) -> ServerProcess:
+def start_in(folder: Path, command: list[str], env: dict[str, str], port: int) -> ManagedProcess:
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     full_env = {**clean, **env, "PATH": f"{BIN}:{clean.get('PATH', '/usr/bin:/bin')}", "PORT": str(port)}
-    fd, log_name = tempfile.mkstemp(prefix="staged-", suffix=".log")
-    with os.fdopen(fd, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=folder, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = ServerProcess(process, port, Path(log_name))
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"{command[:3]} exited early:\n{server.log()[-3000:]}")
-        return port_open("127.0.0.1", port)
-
-    wait_for(ready, 60, what=f"{folder.name} to listen")
-    return server
+    return start_server(command, full_env, port, cwd=folder, ready_timeout=60)
 
 
-def start_function(folder: Path, target: str, env: dict[str, str], signature: str) -> ServerProcess:
+def start_function(folder: Path, target: str, env: dict[str, str], signature: str) -> ManagedProcess:
     port = free_port()
     command = [str(BIN / "functions-framework"), "--source", str(folder / "main.py"), "--target", target]
     command += ["--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]

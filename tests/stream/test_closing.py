@@ -15,10 +15,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
 from shared.config import Settings
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import INJECT_APP, start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.emulators import EmulatorPair
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import INJECT_APP, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
@@ -32,14 +32,14 @@ def _rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
-def _metric(server: ServerProcess, name: str) -> float:
+def _metric(server: ManagedProcess, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=5).text
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
 @pytest.fixture(scope="module")
-def memory_server() -> Iterator[ServerProcess]:
+def memory_server() -> Iterator[ManagedProcess]:
     """The service on the embedded backends with the bench injection hook, as the benchmark runs it."""
     server = start_stream_service(
         {"NOTIFICATIONS_BACKEND": "memory", "SSE_SEND_QUEUE_SIZE": str(QUEUE)}, app=INJECT_APP
@@ -48,7 +48,7 @@ def memory_server() -> Iterator[ServerProcess]:
     server.stop()
 
 
-def _inject(server: ServerProcess, messages: list[dict[str, object]]) -> None:
+def _inject(server: ManagedProcess, messages: list[dict[str, object]]) -> None:
     response = httpx.post(f"{server.url}/internal/bench/inject", json=messages, timeout=30)
     assert response.status_code == 200 and response.json() == {"accepted": len(messages)}
 
@@ -65,7 +65,7 @@ def _notification(user: str, number: int, size: int = 10) -> dict[str, object]:
 
 
 def test_a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded(
-    memory_server: ServerProcess, new_user: Callable[[], str]
+    memory_server: ManagedProcess, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     before_cuts = _metric(memory_server, "sse_slow_consumer_total")
@@ -91,7 +91,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded(
 
 
 def test_the_injection_hook_reaches_only_the_named_user(
-    memory_server: ServerProcess, new_user: Callable[[], str]
+    memory_server: ManagedProcess, new_user: Callable[[], str]
 ) -> None:
     alice, bob = new_user(), new_user()
     with (

@@ -12,9 +12,9 @@ import pytest
 from functions.stream import metrics
 from functions.stream.metrics import DeliveryWindow, OpenedWindow
 from shared.channel import ChannelMessage
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import start_stream_service, token_for
+from tests.support.emulators import EmulatorPair
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"

@@ -8,18 +8,21 @@ import httpx
 
 from devtools import emulators as emulator_tools
 from shared.config import Settings
-from tests.conftest import PROJECT, EmulatorPair
-from tests.stream.conftest import auth, start_stream_service, token_for
-from tests.support.sse import EventStream
+from tests.support.emulators import EmulatorPair
+from tests.support.sse import EventStream, accepted
+from tests.support.stream import auth, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
 
 
 def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
-    emulators_session: EmulatorPair, settings: Settings, new_user: Callable[[], str]
+    emulators_session: EmulatorPair,
+    settings: Settings,
+    private_firestore: emulator_tools.Emulator,
+    new_user: Callable[[], str],
 ) -> None:
-    firestore = emulator_tools.start("firestore", PROJECT)  # our own: stopping it disturbs no other test
+    firestore = private_firestore  # our own: stopping it disturbs no other test
     server = start_stream_service(
         {**emulators_session.env(), **firestore.env(), "BACKEND_TIMEOUT_SECONDS": "2"},
     )
@@ -42,7 +45,7 @@ def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
 
         firestore.start()
         recovered = wait_for(
-            lambda: (lambda s: s if s.status == 200 else None)(EventStream(server.url + STREAM, token=token)),
+            lambda: accepted(server.url + STREAM, token=token),
             # gRPC's reconnect backoff decides how soon; ~10 s here, more on a loaded machine.
             90,
             interval=0.5,
@@ -53,4 +56,3 @@ def test_firestore_down_gives_503_and_the_service_recovers_by_itself(
         assert httpx.get(f"{server.url}/api/v1/notifications", headers=auth(token), timeout=10).status_code == 200
     finally:
         server.stop()
-        firestore.stop()

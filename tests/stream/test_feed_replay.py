@@ -29,11 +29,11 @@ from shared.backends.pubsub_channel import PubSubChannel
 from shared.channel import BatchHandler, Channel, ChannelMessage, GapHandler, Subscription
 from shared.config import Settings
 from shared.ids import parse_cursor
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import auth, start_stream_service, token_for
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import Event, EventStream
+from tests.support.stream import auth, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
@@ -63,7 +63,7 @@ class HeldChannel(Channel):
 
 
 @pytest.fixture
-def second_server(emulators_session: EmulatorPair) -> Iterator[ServerProcess]:
+def second_server(emulators_session: EmulatorPair) -> Iterator[ManagedProcess]:
     server = start_stream_service(emulators_session.env())
     yield server
     server.stop()
@@ -115,8 +115,8 @@ def _summary(state: dict[str, dict[str, Any]]) -> dict[str, tuple[str, int | Non
 
 
 def test_inversions_and_reconnects_at_every_point_end_in_the_stored_state(
-    stream_server: ServerProcess,
-    second_server: ServerProcess,
+    stream_server: ManagedProcess,
+    second_server: ManagedProcess,
     ingest_instances: tuple[Backends, Backends, HeldChannel],
     settings: Settings,
     new_user: Callable[[], str],

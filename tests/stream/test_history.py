@@ -14,8 +14,8 @@ from shared.config import Settings
 from shared.events import ContentEvent
 from shared.feed import Verdict
 from shared.notification import build_notification
-from tests.stream.conftest import auth, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
+from tests.support.stream import auth, token_for
 
 API = "/api/v1/notifications"
 
@@ -43,7 +43,7 @@ def _seed(settings: Settings, user: str, count: int) -> list[str]:
 
 
 @pytest.fixture
-def client(stream_server: ServerProcess) -> Iterator[httpx.Client]:
+def client(stream_server: ManagedProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stream_server.url, timeout=10) as client:
         yield client
 

@@ -21,7 +21,10 @@ from functions.stream.app import create_app
 from functions.stream.config import load_stream_settings
 from shared.backends import Backends
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
+from shared.errors import BackendUnavailable
+from shared.tokens import mint_token
 from tests.support.asgi import serving
+from tests.support.sse import SSEParser
 
 STREAM = "/api/v1/notifications/stream"
 AUDIENCE, ISSUER = "notifications", "https://issuer.example"
@@ -235,19 +238,13 @@ async def test_no_demo_page_when_it_is_off() -> None:
 async def test_unavailable_store_is_a_503_with_retry_after() -> None:
     class DownStore(MemoryStore):
         def page(self, *args: Any, **kwargs: Any) -> Any:
-            from shared.errors import BackendUnavailable
-
             raise BackendUnavailable("down")
 
         def ping(self) -> None:
-            from shared.errors import BackendUnavailable
-
             raise BackendUnavailable("down")
 
     settings = load_stream_settings({"NOTIFICATIONS_BACKEND": "memory", "JWT_SECRET": "x" * 40})
     backends = Backends(DownStore(), MemoryChannel(), MemoryDeadLetters())
-    from shared.tokens import mint_token
-
     async with serving(create_app(settings, backends)) as client:
         response = await client.get(
             "/api/v1/notifications", headers={"Authorization": f"Bearer {mint_token('u1', settings)}"}
@@ -268,9 +265,6 @@ async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
             "CORS_ALLOWED_ORIGINS": "https://app.example",
         }
     )
-    from shared.tokens import mint_token
-    from tests.support.sse import SSEParser
-
     async with serving(create_app(settings, _memory())) as client:
         # The in-process transport hands over the body once the stream has ended.
         response = await client.get(
@@ -283,3 +277,26 @@ async def test_a_stream_ends_at_max_duration_with_stream_closing() -> None:
     assert events[0].event == "connection.established"
     assert events[-1].event == "stream.closing" and events[-1].json() == {"reason": "max_duration"}
     assert {e.event for e in events[1:-1]} == {"heartbeat"}
+
+
+async def test_a_second_lifespan_on_the_same_app_object_streams_from_its_own_service() -> None:
+    """An app object served twice (a restarted server in one process, the tests) streams from the running service.
+
+    create_app used to keep the stream endpoint made for the first lifespan's service: after a second
+    lifespan every stream answered 503 "shutting down" while health, which looked the service up afresh,
+    said healthy.
+    """
+    settings = load_stream_settings(
+        {"NOTIFICATIONS_BACKEND": "memory", "JWT_SECRET": "z" * 40, "SSE_MAX_STREAM_SECONDS": "1"}
+    )
+    app = create_app(settings, _memory())
+    token = mint_token("u1", settings)
+    for lifespan in ("first", "second"):
+        async with serving(app) as client:
+            health = await client.get("/api/v1/notifications/health")
+            assert health.status_code == 200 and health.json()["status"] == "healthy", lifespan
+            response = await client.get(STREAM, params={"token": token})
+            assert response.status_code == 200, (lifespan, response.text)
+            events = SSEParser().feed(response.content)
+            assert events[0].event == "connection.established", lifespan
+            assert events[-1].json() == {"reason": "max_duration"}, lifespan

@@ -16,11 +16,11 @@ from shared.backends import Backends
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.killswitch import KillSwitch, MemorySwitchDocument
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import auth, start_stream_service, token_for
 from tests.support.asgi import serving
-from tests.support.processes import ServerProcess
+from tests.support.emulators import EmulatorPair
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import auth, start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 PREFIX = "/api/v1/notifications"
@@ -81,7 +81,7 @@ async def test_a_new_stream_is_refused_with_a_clear_503_while_switched_off() -> 
 
 
 @pytest.fixture
-def switched_server(emulators: EmulatorPair) -> Iterator[tuple[ServerProcess, str]]:
+def switched_server(emulators: EmulatorPair) -> Iterator[tuple[ManagedProcess, str]]:
     project = f"killswitch-{uuid.uuid4().hex[:8]}"
     ensure_topics(project, ["user-notifications"])
     server = start_stream_service(
@@ -91,7 +91,7 @@ def switched_server(emulators: EmulatorPair) -> Iterator[tuple[ServerProcess, st
     server.stop()
 
 
-def _answered(server: ServerProcess, token: str, status: int) -> EventStream | None:
+def _answered(server: ManagedProcess, token: str, status: int) -> EventStream | None:
     """A new stream if it was answered ``status``; otherwise it is closed and None."""
     stream = EventStream(server.url + STREAM, token=token)
     if stream.status == status:
@@ -101,7 +101,7 @@ def _answered(server: ServerProcess, token: str, status: int) -> EventStream | N
 
 
 def test_the_switch_applies_without_a_redeploy_and_spares_open_streams(
-    switched_server: tuple[ServerProcess, str],
+    switched_server: tuple[ManagedProcess, str],
 ) -> None:
     server, project = switched_server
     token = token_for(f"user-{uuid.uuid4().hex[:8]}")

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from google.cloud import firestore
 
 from shared.config import Settings
-from tests.stream.conftest import HEARTBEAT, token_for
-from tests.support.processes import ServerProcess
-from tests.support.sse import EventStream
+from tests.support.processes import ManagedProcess
+from tests.support.sse import EventStream, accepted
+from tests.support.stream import HEARTBEAT, assert_freed_at, retry_until_accepted, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
 
 
-def _connections(settings: Settings, user: str) -> dict[str, object]:
+def _connections(settings: Settings, user: str) -> dict[str, Any]:
     snapshot = firestore.Client(project=settings.project_id).collection("connections").document(user).get()
     return snapshot.to_dict() or {}
 
 
 def test_the_fourth_stream_is_refused_until_one_closes(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -52,7 +53,7 @@ def test_the_fourth_stream_is_refused_until_one_closes(
 
 
 def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -71,32 +72,36 @@ def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
     )
     refused = EventStream(stream_server.url + STREAM, token=token)
     assert refused.status == 429  # the crashed instance still counts while its heartbeat is fresh
-    # "In time": within two heartbeat intervals of its last heartbeat (plus slack for a busy machine).
-    stream = wait_for(
-        lambda: (lambda s: s if s.status == 200 else None)(EventStream(stream_server.url + STREAM, token=token)),
-        timeout=2 * HEARTBEAT + 4,
-        interval=0.25,
-        what="the dead instance's entries to stop counting",
+    # Counted until its heartbeat is two intervals old, and not a moment longer.
+    stream, attempts = retry_until_accepted(
+        lambda: accepted(stream_server.url + STREAM, token=token), now, timeout=2 * HEARTBEAT + 10
     )
     try:
+        assert_freed_at(attempts, 2 * HEARTBEAT)
         live = _connections(settings, user)["live"]
         # The connect transaction dropped the dead entries in the same write.
-        assert next(iter(live.values()))["instance"] != "crashed-instance" and len(live) == 1  # type: ignore[attr-defined]
+        assert next(iter(live.values()))["instance"] != "crashed-instance" and len(live) == 1
     finally:
         stream.close()
 
 
-def test_an_instance_record_is_kept_fresh(stream_server: ServerProcess, settings: Settings) -> None:
+def test_an_instance_record_is_kept_fresh(stream_server: ManagedProcess, settings: Settings) -> None:
     health = httpx.get(f"{stream_server.url}/api/v1/notifications/health").json()
     ref = firestore.Client(project=settings.project_id).collection("stream_instances").document(health["instance_id"])
     first = ref.get().to_dict()
     assert first is not None
     assert first["subscription"].endswith(f"/subscriptions/stream-instance-{health['instance_id']}")
-    wait_for(lambda: ref.get().to_dict()["heartbeat_at"] > first["heartbeat_at"], 4 * HEARTBEAT, what="heartbeat")
+
+    def heartbeat_moved() -> bool:
+        now = ref.get().to_dict()
+        assert now is not None, "the instance record is gone"
+        return bool(now["heartbeat_at"] > first["heartbeat_at"])
+
+    wait_for(heartbeat_moved, 4 * HEARTBEAT, what="heartbeat")
 
 
 def test_leftover_entries_of_this_instance_do_not_count(
-    stream_server: ServerProcess, settings: Settings, new_user: Callable[[], str]
+    stream_server: ManagedProcess, settings: Settings, new_user: Callable[[], str]
 ) -> None:
     """Entries whose release failed (Firestore was down at disconnect) name a live instance but no live stream."""
     user = new_user()
@@ -115,7 +120,7 @@ def test_leftover_entries_of_this_instance_do_not_count(
 
 
 def test_a_client_reconnecting_right_after_the_server_ended_its_streams_is_accepted(
-    stream_server: ServerProcess, new_user: Callable[[], str]
+    stream_server: ManagedProcess, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     ending = [EventStream(stream_server.url + STREAM, token=token_for(user, ttl=2)) for _ in range(3)]

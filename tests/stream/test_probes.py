@@ -18,9 +18,9 @@ from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.channel import Channel
 from shared.errors import BackendUnavailable
 from shared.store import NotificationStore
-from tests.stream.conftest import start_stream_service, token_for
 from tests.support.asgi import serving
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for
 
 pytestmark = pytest.mark.anyio
 PREFIX = "/api/v1/notifications"

@@ -31,29 +31,29 @@ from shared.config import Settings, load_settings
 from shared.errors import BackendUnavailable
 from shared.feed import Applied
 from shared.notification import NewNotification
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import start_stream_service, token_for
+from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 STREAM = "/api/v1/notifications/stream"
 
 
-def _received(server: ServerProcess) -> float:
+def _received(server: ManagedProcess) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     match = re.search(r"^sse_channel_messages_total ([0-9.e+]+)$", text, re.MULTILINE)
     assert match, "sse_channel_messages_total missing from /metrics"
     return float(match.group(1))
 
 
-def _instance_id(server: ServerProcess) -> str:
+def _instance_id(server: ManagedProcess) -> str:
     return str(httpx.get(f"{server.url}/api/v1/notifications/health", timeout=10).json()["instance_id"])
 
 
 @pytest.fixture(scope="module")
-def pair(emulators_session: EmulatorPair, settings: Settings) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def pair(emulators_session: EmulatorPair, settings: Settings) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
     first, second = start_stream_service(emulators_session.env()), start_stream_service(emulators_session.env())
     yield first, second
     first.stop()
@@ -104,7 +104,7 @@ def _titles(stream: EventStream) -> list[str]:
 
 
 @contextmanager
-def _streams(*where: tuple[ServerProcess, str]) -> Iterator[list[EventStream]]:
+def _streams(*where: tuple[ManagedProcess, str]) -> Iterator[list[EventStream]]:
     """One open stream per (server, user), each past its ``connection.established``."""
     streams = [EventStream(server.url + STREAM, token=token_for(user)) for server, user in where]
     try:
@@ -117,7 +117,7 @@ def _streams(*where: tuple[ServerProcess, str]) -> Iterator[list[EventStream]]:
 
 
 def test_each_process_receives_only_its_users_messages(
-    pair: tuple[ServerProcess, ServerProcess], quick: Settings
+    pair: tuple[ManagedProcess, ManagedProcess], quick: Settings
 ) -> None:
     first, second = pair
     alice, bob, carol = (f"route-{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "bob", "carol"))
@@ -139,7 +139,7 @@ def test_each_process_receives_only_its_users_messages(
 
 
 def test_a_user_on_two_instances_gets_each_message_on_both(
-    pair: tuple[ServerProcess, ServerProcess], quick: Settings
+    pair: tuple[ManagedProcess, ManagedProcess], quick: Settings
 ) -> None:
     first, second = pair
     user = f"route-both-{uuid.uuid4().hex[:6]}"
@@ -152,7 +152,7 @@ def test_a_user_on_two_instances_gets_each_message_on_both(
 
 
 def test_broadcasts_and_the_fallback_reach_every_instance(
-    pair: tuple[ServerProcess, ServerProcess], quick: Settings
+    pair: tuple[ManagedProcess, ManagedProcess], quick: Settings
 ) -> None:
     first, second = pair
     alice, bob = (f"route-fb-{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "bob"))
@@ -178,7 +178,7 @@ def test_broadcasts_and_the_fallback_reach_every_instance(
 
 
 def test_no_loss_whichever_side_of_a_connect_the_registry_read_falls(
-    pair: tuple[ServerProcess, ServerProcess], quick: Settings
+    pair: tuple[ManagedProcess, ManagedProcess], quick: Settings
 ) -> None:
     """Two ingest processes (threads with their own clients), held between their steps.
 

@@ -18,9 +18,9 @@ import pytest
 from bench.loadgen import StreamPool, raise_open_files_limit
 from devtools import emulators as emulator_tools
 from shared.backends.pubsub_channel import ensure_topics
-from tests.stream.conftest import start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for
 
 STREAMS = 2000
 USERS = 1000  # two streams each, and a limit of two: an old entry that still counted would refuse a reconnect
@@ -48,7 +48,7 @@ def _env(pubsub: emulator_tools.Emulator, firestore: emulator_tools.Emulator, pr
     }
 
 
-async def _hold(server: ServerProcess, users: list[str]) -> StreamPool:
+async def _hold(server: ManagedProcess, users: list[str]) -> StreamPool:
     """2,000 open streams; a connect refused with 503 (an emulator too slow on a busy machine) is retried."""
     pool = StreamPool("127.0.0.1", server.port)
     paths = {u: f"/api/v1/notifications/stream?token={token_for(u)}" for u in users}
@@ -65,7 +65,7 @@ async def _hold(server: ServerProcess, users: list[str]) -> StreamPool:
     return pool
 
 
-async def _sigterm_and_watch(server: ServerProcess, pool: StreamPool) -> float:
+async def _sigterm_and_watch(server: ManagedProcess, pool: StreamPool) -> float:
     started = time.monotonic()
     os.killpg(server.process.pid, signal.SIGTERM)
     while server.process.poll() is None and time.monotonic() - started < BUDGET_SECONDS + 20:

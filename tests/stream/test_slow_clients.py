@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.stream.conftest import start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
 
 TIMEOUT = 1.0
@@ -29,7 +29,7 @@ HISTORY = "/api/v1/notifications"
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[ServerProcess]:
+def service() -> Iterator[ManagedProcess]:
     server = start_stream_service(
         {
             "NOTIFICATIONS_BACKEND": "memory",
@@ -69,7 +69,7 @@ async def _slow_head(port: int, gap: float) -> tuple[bytes, float]:
     return answer, time.monotonic() - started
 
 
-def test_hundreds_of_slow_heads_are_cut_off_and_free_their_descriptors(service: ServerProcess) -> None:
+def test_hundreds_of_slow_heads_are_cut_off_and_free_their_descriptors(service: ManagedProcess) -> None:
     pid = service.process.pid
     before = _open_fds(pid)
 
@@ -94,14 +94,14 @@ def test_hundreds_of_slow_heads_are_cut_off_and_free_their_descriptors(service: 
     wait_for(lambda: _open_fds(pid) <= before + 2, 10, what="the slow clients' descriptors to be released")
 
 
-def test_a_silent_connection_is_closed_without_an_answer(service: ServerProcess) -> None:
+def test_a_silent_connection_is_closed_without_an_answer(service: ManagedProcess) -> None:
     with socket.create_connection(("127.0.0.1", service.port), timeout=TIMEOUT + 5) as connection:
         started = time.monotonic()
         assert connection.recv(1024) == b""
         assert time.monotonic() - started < TIMEOUT + 3
 
 
-def test_a_head_in_pieces_within_the_timeout_is_served(service: ServerProcess) -> None:
+def test_a_head_in_pieces_within_the_timeout_is_served(service: ManagedProcess) -> None:
     token = token_for("u-slow")
     head = f"GET {HISTORY} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
@@ -112,7 +112,7 @@ def test_a_head_in_pieces_within_the_timeout_is_served(service: ServerProcess) -
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
-def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(service: ServerProcess) -> None:
+def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(service: ManagedProcess) -> None:
     request = f"GET {HISTORY} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token_for('u-slow')}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
         connection.sendall(request)
@@ -127,7 +127,7 @@ def test_a_later_request_on_a_kept_alive_connection_has_its_own_deadline(service
     assert time.monotonic() - started < TIMEOUT + 3
 
 
-def test_an_open_stream_outlives_the_head_timeout(service: ServerProcess) -> None:
+def test_an_open_stream_outlives_the_head_timeout(service: ManagedProcess) -> None:
     with EventStream(f"{service.url}{HISTORY}/stream", token=token_for("u-slow-stream")) as stream:
         stream.wait_event("connection.established")
         for _ in range(3):  # heartbeats every second: three of them span 3 x the head timeout
@@ -135,7 +135,7 @@ def test_an_open_stream_outlives_the_head_timeout(service: ServerProcess) -> Non
         assert not stream.ended.is_set()
 
 
-def test_a_slow_body_is_cut_off_with_a_408(service: ServerProcess) -> None:
+def test_a_slow_body_is_cut_off_with_a_408(service: ManagedProcess) -> None:
     body = json.dumps({"notification_ids": ["0" * 24]}).encode()
     head = (
         f"POST {HISTORY}/mark-read HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token_for('u-slow')}\r\n"

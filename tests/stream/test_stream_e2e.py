@@ -8,15 +8,15 @@ from collections.abc import Callable
 import httpx
 
 from shared.ids import is_valid_id, parse_cursor
-from tests.stream.conftest import BACKLOG, auth, start_stream_service, stored_ids, token_for, wait_stored
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import BACKLOG, auth, start_stream_service, stored_ids, token_for, wait_stored
 
 STREAM = "/api/v1/notifications/stream"
 
 
 def test_a_published_event_reaches_its_users_stream_and_no_other(
-    stream_server: ServerProcess, publish: Callable[..., str], new_user: Callable[[], str]
+    stream_server: ManagedProcess, publish: Callable[..., str], new_user: Callable[[], str]
 ) -> None:
     alice, bob = new_user(), new_user()
     with (
@@ -46,7 +46,7 @@ def test_a_published_event_reaches_its_users_stream_and_no_other(
 
 
 def test_reconnect_with_last_event_id_gets_every_notification_once_in_order(
-    stream_server: ServerProcess, publish: Callable[..., str], new_user: Callable[[], str]
+    stream_server: ManagedProcess, publish: Callable[..., str], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -94,7 +94,7 @@ def test_reconnect_with_last_event_id_gets_every_notification_once_in_order(
 
 
 def test_more_missed_than_the_backlog_is_announced_as_truncated(
-    stream_server: ServerProcess, publish: Callable[..., str], new_user: Callable[[], str]
+    stream_server: ManagedProcess, publish: Callable[..., str], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -117,7 +117,7 @@ def test_more_missed_than_the_backlog_is_announced_as_truncated(
 
 
 def test_mark_read_reaches_the_users_other_stream(
-    stream_server: ServerProcess, publish: Callable[..., str], new_user: Callable[[], str]
+    stream_server: ManagedProcess, publish: Callable[..., str], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     token = token_for(user)
@@ -144,7 +144,7 @@ def test_mark_read_reaches_the_users_other_stream(
 
 
 def test_a_user_with_streams_on_two_processes_gets_everything_on_both(
-    stream_server: ServerProcess,
+    stream_server: ManagedProcess,
     publish: Callable[..., str],
     new_user: Callable[[], str],
     emulators_session: object,
@@ -169,7 +169,7 @@ def test_a_user_with_streams_on_two_processes_gets_everything_on_both(
         second_server.stop()
 
 
-def test_a_stream_ends_when_its_token_expires(stream_server: ServerProcess, new_user: Callable[[], str]) -> None:
+def test_a_stream_ends_when_its_token_expires(stream_server: ManagedProcess, new_user: Callable[[], str]) -> None:
     with EventStream(stream_server.url + STREAM, token=token_for(new_user(), ttl=2)) as stream:
         stream.wait_event("connection.established")
         closing = stream.wait_event("stream.closing", timeout=10)
@@ -178,7 +178,7 @@ def test_a_stream_ends_when_its_token_expires(stream_server: ServerProcess, new_
 
 
 def test_any_text_arrives_intact_as_one_event(
-    stream_server: ServerProcess, publish: Callable[..., str], new_user: Callable[[], str]
+    stream_server: ManagedProcess, publish: Callable[..., str], new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     title = "a\nb\rc\r\nd\x00e 😀 \u2028\u2029 data: x"

@@ -25,10 +25,10 @@ from shared.config import Settings
 from shared.errors import ConfigError
 from shared.logs import redact
 from shared.tokens import Claims
-from tests.conftest import EmulatorPair
-from tests.stream.conftest import SECRET, auth, start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.emulators import EmulatorPair
+from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream
+from tests.support.stream import SECRET, auth, start_stream_service, token_for
 
 API = "/api/v1/notifications"
 STREAM = f"{API}/stream"
@@ -151,7 +151,7 @@ def test_firestore_record_redeems_once(emulators: EmulatorPair, settings: Settin
 
 
 @pytest.fixture
-def http(stream_server: ServerProcess) -> Iterator[httpx.Client]:
+def http(stream_server: ManagedProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stream_server.url, timeout=10) as client:
         yield client
 
@@ -172,7 +172,7 @@ def _refused(url: str, ticket: str, code: str) -> None:
 
 
 def test_a_ticket_opens_one_stream_of_its_user_and_only_once(
-    stream_server: ServerProcess, http: httpx.Client, new_user: Callable[[], str]
+    stream_server: ManagedProcess, http: httpx.Client, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     ticket = _ticket(http, token_for(user))
@@ -184,7 +184,7 @@ def test_a_ticket_opens_one_stream_of_its_user_and_only_once(
 
 
 def test_a_ticket_is_used_once_across_instances(
-    stream_server: ServerProcess, http: httpx.Client, emulators: EmulatorPair, new_user: Callable[[], str]
+    stream_server: ManagedProcess, http: httpx.Client, emulators: EmulatorPair, new_user: Callable[[], str]
 ) -> None:
     other = start_stream_service(emulators.env())
     try:
@@ -199,7 +199,7 @@ def test_a_ticket_is_used_once_across_instances(
 
 
 def test_expired_and_forged_tickets_are_refused_by_the_service(
-    stream_server: ServerProcess, new_user: Callable[[], str]
+    stream_server: ManagedProcess, new_user: Callable[[], str]
 ) -> None:
     settings = _settings()
     expired, _ = tickets.issue(_claims(new_user()), settings, now=time.time() - 60)
@@ -223,7 +223,7 @@ def test_a_ticket_is_asked_for_with_a_valid_bearer_token_only(http: httpx.Client
 
 
 def test_a_ticket_stream_ends_when_its_token_expires(
-    stream_server: ServerProcess, http: httpx.Client, new_user: Callable[[], str]
+    stream_server: ManagedProcess, http: httpx.Client, new_user: Callable[[], str]
 ) -> None:
     ticket = _ticket(http, token_for(new_user(), ttl=3))
     with EventStream(stream_server.url + STREAM, params={"ticket": ticket}) as stream:
@@ -233,7 +233,7 @@ def test_a_ticket_stream_ends_when_its_token_expires(
 
 
 def test_neither_ticket_nor_token_reaches_the_log(
-    stream_server: ServerProcess, http: httpx.Client, new_user: Callable[[], str]
+    stream_server: ManagedProcess, http: httpx.Client, new_user: Callable[[], str]
 ) -> None:
     token = token_for(new_user())
     ticket = _ticket(http, token)

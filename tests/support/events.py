@@ -7,6 +7,11 @@ import uuid
 from typing import Any
 
 
+def new_user(prefix: str = "user") -> str:
+    """A user id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
 def valid_event(user_id: str = "u1", **overrides: Any) -> dict[str, Any]:
     """A completed video of its own content request (pass ``content_request_id`` to share one)."""
     event: dict[str, Any] = {

@@ -276,3 +276,27 @@ class EventStream:
         self.ended.wait(5)
         self._response.close()
         self._client.close()
+
+
+def accepted(url: str, **options: Any) -> EventStream | None:
+    """The stream if the server accepted it (200); None if it refused (that response is closed already)."""
+    stream = EventStream(url, **options)
+    return stream if stream.status == 200 else None
+
+
+@dataclass
+class Tally:
+    """One client of one user: its current stream and the ones it had before reconnecting."""
+
+    user: str
+    stream: EventStream
+    history: list[EventStream] = field(default_factory=list)
+
+    def all_streams(self) -> list[EventStream]:
+        return [*self.history, self.stream]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [e.json() for s in self.all_streams() for e in s.of_type("notification")]
+
+    def titles(self) -> list[str]:
+        return [n["title"] for n in self.notifications()]

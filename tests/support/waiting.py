@@ -10,10 +10,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: T = condition()
+    last = condition()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")

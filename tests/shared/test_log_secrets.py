@@ -24,13 +24,12 @@ import httpx
 from devtools.cli import publish_event
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from tests.conftest import EmulatorPair
-from tests.faults.conftest import new_user
-from tests.stream.conftest import start_stream_service, token_for, wait_stored
-from tests.support.events import valid_event
-from tests.support.processes import ServerProcess, start_function
+from tests.support.emulators import EmulatorPair
+from tests.support.events import new_user, valid_event
+from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import PullSubscription, push_envelope
 from tests.support.sse import EventStream
+from tests.support.stream import start_stream_service, token_for, wait_stored
 
 PREFIX = "/api/v1/notifications"
 OPAQUE = "opaque-secret-" + uuid.uuid4().hex
@@ -48,7 +47,7 @@ def _encoded_queries(token: str) -> list[str]:
     ]
 
 
-def _stream_scenario(server: ServerProcess, tokens: list[str], valid: str) -> None:
+def _stream_scenario(server: ManagedProcess, tokens: list[str], valid: str) -> None:
     url = server.url
     with EventStream(f"{url}{PREFIX}/stream", params={"token": valid}) as stream:
         stream.wait_event("connection.established")
@@ -82,7 +81,7 @@ def _stream_scenario(server: ServerProcess, tokens: list[str], valid: str) -> No
             head(f"{PREFIX}/stream", headers={"Authorization": f"Basic {token}"})
 
 
-def _ingest_scenario(ingest: ServerProcess, settings: Settings, tokens: list[str], user: str) -> None:
+def _ingest_scenario(ingest: ManagedProcess, settings: Settings, tokens: list[str], user: str) -> None:
     path = f"/projects/{settings.project_id}/topics/{settings.content_events_topic}"
     with httpx.Client(base_url=ingest.url, timeout=30) as client:
         for token in [*tokens, OPAQUE]:
@@ -105,7 +104,7 @@ def _ingest_scenario(ingest: ServerProcess, settings: Settings, tokens: list[str
                     client.post(path, params={"token": token}, content=token.encode())  # not a push body at all
 
 
-def _cleanup_scenario(cleanup: ServerProcess, tokens: list[str]) -> None:
+def _cleanup_scenario(cleanup: ManagedProcess, tokens: list[str]) -> None:
     with httpx.Client(base_url=cleanup.url, timeout=60) as client:
         client.get("/", params={"budget_seconds": "1", "token": OPAQUE})
         for token in tokens:

@@ -12,7 +12,7 @@ from devtools.cli import publish_event
 from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
 from tests.support.events import MALFORMED, valid_event
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.pubsub import PullSubscription, push_envelope
 from tests.support.waiting import wait_for
 
@@ -41,7 +41,7 @@ def test_published_event_reaches_firestore_and_the_users_channel(
 
 
 def test_same_event_delivered_ten_times_yields_one_notification(
-    settings: Settings, ingest_server: ServerProcess, channel_tap: PullSubscription, user_id: str
+    settings: Settings, ingest_server: ManagedProcess, channel_tap: PullSubscription, user_id: str
 ) -> None:
     data = json.dumps(valid_event(user_id, event_id=f"evt-{uuid.uuid4().hex}")).encode()
     url = f"{ingest_server.url}/projects/{settings.project_id}/topics/{settings.content_events_topic}"
@@ -83,6 +83,7 @@ def test_malformed_events_are_dead_lettered_with_a_reason_and_store_nothing(
             settings.project_id,
             settings.content_events_topic,
             data or b"",
+            30.0,
             **{**attributes, "test_case": f"{marker}:{case_id}"},
         )
     received = dead_letter_tap.pull(len(MALFORMED), timeout=60)

@@ -17,6 +17,8 @@ stream sees another user's notification.
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 import pytest
 from google.cloud import pubsub_v1
@@ -25,13 +27,14 @@ from devtools import emulators as emulator_tools
 from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from tests.conftest import PROJECT, EmulatorPair
-from tests.faults.conftest import RetryingWorker, Tally, new_user
-from tests.stream.conftest import start_stream_service, token_for
-from tests.support.processes import ServerProcess, start_function
+from tests.support.emulators import PROJECT, EmulatorPair
+from tests.support.events import new_user
+from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import PullSubscription
-from tests.support.sse import EventStream
+from tests.support.sse import EventStream, Tally
+from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
+from tests.support.worker import RetryingWorker
 
 STREAM = "/api/v1/notifications/stream"
 ROUNDS = 2  # events per user in each phase
@@ -41,7 +44,7 @@ def _topics(settings: Settings) -> list[str]:
     return [settings.content_events_topic, settings.dead_letter_topic, settings.notifications_topic]
 
 
-def _push(settings: Settings, ingest: ServerProcess) -> PullSubscription:
+def _push(settings: Settings, ingest: ManagedProcess) -> PullSubscription:
     endpoint = f"{ingest.url}/projects/{PROJECT}/topics/{settings.content_events_topic}"
     return PullSubscription(PROJECT, settings.content_events_topic, push_endpoint=endpoint)
 
@@ -68,6 +71,12 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
     def stored(user: str) -> int:
         return len(store.page(user, 100).notifications)
 
+    def all_stored(counts: dict[str, int]) -> bool:
+        return all(stored(u) >= counts[u] for u in users)
+
+    def has_every(tally: Tally, wanted: set[str]) -> bool:
+        return wanted <= set(tally.titles())
+
     def phase(name: str, wait_each_round: bool) -> None:
         for round_number in range(ROUNDS):
             for user in users:
@@ -77,7 +86,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
             if wait_each_round:
                 # One event per user in flight: ids of one user follow publishing order.
                 counts = {u: len(expected[u]) for u in users}
-                wait_for(lambda c=counts: all(stored(u) >= c[u] for u in users), 30, what=f"{name} stored")
+                wait_for(partial(all_stored, counts), 30, what=f"{name} stored")
 
     try:
         for user, tabs in ((alice, 2), (bob, 1), (carol, 1)):
@@ -129,7 +138,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
 
         for tally in tallies:
             wanted = set(expected[tally.user])
-            wait_for(lambda t=tally, w=wanted: w <= set(t.titles()), 60, what=f"every event on {tally.user}'s stream")
+            wait_for(partial(has_every, tally, wanted), 60, what=f"every event on {tally.user}'s stream")
         for tally in tallies:
             tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have arrived by now
             tally.stream.wait_event("heartbeat", timeout=10)

@@ -1,40 +1,15 @@
-"""Fault tests: the emulator fixtures, private emulators, a retrying worker, stream bookkeeping."""
+"""A content-generation worker for fault tests: it publishes until Pub/Sub takes each event."""
 
 from __future__ import annotations
 
 import json
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from google.cloud import pubsub_v1
 
-from devtools import emulators as emulator_tools
-from tests.conftest import PROJECT
 from tests.support.events import valid_event
-from tests.support.sse import EventStream
-
-
-@pytest.fixture
-def private_pubsub() -> Iterator[emulator_tools.Emulator]:
-    """A Pub/Sub emulator of this test's own: killing it disturbs no other test."""
-    emulator = emulator_tools.start("pubsub", PROJECT)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def private_firestore() -> Iterator[emulator_tools.Emulator]:
-    emulator = emulator_tools.start("firestore", PROJECT)
-    yield emulator
-    emulator.stop()
-
-
-def new_user(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 class RetryingWorker:
@@ -119,21 +94,3 @@ class RetryingWorker:
         self._wake.set()
         self._thread.join(10)
         self._client.stop()
-
-
-@dataclass
-class Tally:
-    """One client of one user: its current stream and the ones it had before reconnecting."""
-
-    user: str
-    stream: EventStream
-    history: list[EventStream] = field(default_factory=list)
-
-    def all_streams(self) -> list[EventStream]:
-        return [*self.history, self.stream]
-
-    def notifications(self) -> list[dict[str, Any]]:
-        return [e.json() for s in self.all_streams() for e in s.of_type("notification")]
-
-    def titles(self) -> list[str]:
-        return [n["title"] for n in self.notifications()]

@@ -7,7 +7,7 @@
 - Hypothesis-generated JSON and bytes as history bodies, and query parameters
   of the list call: a 4xx JSON error or a well-formed answer, never a 500.
 
-tests/fuzz/test_token_fuzz.py fuzzes ``verify_token`` itself; this goes
+tests/shared/test_token_fuzz.py fuzzes ``verify_token`` itself; this goes
 through the HTTP layer (header parsing, query decoding, error handlers).
 """
 
@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.stream.conftest import SECRET, start_stream_service, token_for
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
+from tests.support.stream import SECRET, start_stream_service, token_for
 
 PREFIX = "/api/v1/notifications"
 USER = "fuzz-user"
@@ -36,14 +36,14 @@ FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCh
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server() -> Iterator[ManagedProcess]:
     process = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
+def client(server: ManagedProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         yield http
 

@@ -24,7 +24,7 @@ def test_minted_token_verifies() -> None:
         ("not-a-jwt", 401),
         (jwt.encode({"sub": "u1", "exp": int(time.time()) - 5}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
         (jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, OTHER_SECRET, algorithm="HS256"), 401),
-        (jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"), 401),
+        (jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, "", algorithm="none"), 401),
         (jwt.encode({"exp": int(time.time()) + 60}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
         (jwt.encode({"sub": "u1"}, SETTINGS.jwt_secret, algorithm="HS256"), 401),
         (jwt.encode({"sub": "a/b", "exp": int(time.time()) + 60}, SETTINGS.jwt_secret, algorithm="HS256"), 401),

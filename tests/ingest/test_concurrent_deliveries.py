@@ -11,12 +11,12 @@ import httpx
 from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
 from tests.support.events import valid_event
-from tests.support.processes import ServerProcess
+from tests.support.processes import ManagedProcess
 from tests.support.pubsub import PullSubscription, push_envelope
 
 
 def test_fifty_simultaneous_deliveries_make_one_notification(
-    settings: Settings, ingest_server: ServerProcess, channel_tap: PullSubscription, user_id: str
+    settings: Settings, ingest_server: ManagedProcess, channel_tap: PullSubscription, user_id: str
 ) -> None:
     data = json.dumps(valid_event(user_id, event_id=f"evt-{uuid.uuid4().hex}")).encode()
     url = f"{ingest_server.url}/projects/{settings.project_id}/topics/{settings.content_events_topic}"

@@ -25,11 +25,10 @@ from google.cloud import pubsub_v1
 
 from bench.loadgen import StreamPool, raise_open_files_limit
 from shared.config import Settings
-from tests.conftest import EmulatorPair
-from tests.faults.conftest import new_user
-from tests.stream.conftest import INJECT_APP, start_stream_service, token_for
-from tests.support.events import valid_event
+from tests.support.emulators import EmulatorPair
+from tests.support.events import new_user, valid_event
 from tests.support.pubsub import PullSubscription
+from tests.support.stream import INJECT_APP, start_stream_service, token_for
 
 STREAM = "/api/v1/notifications/stream"
 USERS = 1000

@@ -17,13 +17,12 @@ import pytest
 
 from devtools.cli import publish_event
 from shared.config import Settings
-from tests.conftest import EmulatorPair
-from tests.faults.conftest import new_user
-from tests.stream.conftest import auth, start_stream_service, token_for, wait_stored
-from tests.support.events import valid_event
-from tests.support.processes import ServerProcess
+from tests.support.emulators import EmulatorPair
+from tests.support.events import new_user, valid_event
+from tests.support.processes import ManagedProcess
 from tests.support.pubsub import PullSubscription
 from tests.support.sse import EventStream
+from tests.support.stream import auth, start_stream_service, token_for, wait_stored
 
 PREFIX = "/api/v1/notifications"
 STREAM = f"{PREFIX}/stream"
@@ -31,7 +30,7 @@ ALICE = "alice-http-input"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server() -> Iterator[ManagedProcess]:
     process = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
     yield process
     process.stop()
@@ -46,12 +45,12 @@ def _json_error(response: httpx.Response, status: int, code: str | None = None) 
         assert error["code"] == code
 
 
-def _healthy(server: ServerProcess) -> None:
+def _healthy(server: ManagedProcess) -> None:
     assert server.process.poll() is None, "the process died"
     assert httpx.get(f"{server.url}{PREFIX}/health", timeout=10).status_code == 200
 
 
-def _raw(server: ServerProcess, request: bytes) -> bytes:
+def _raw(server: ManagedProcess, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
         connection.sendall(request)
         answer = b""
@@ -85,13 +84,13 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("body", [b for _, b in BAD_BODIES], ids=[name for name, _ in BAD_BODIES])
 @pytest.mark.parametrize("path", ["mark-read", "mark-unread"])
-def test_a_bad_body_is_a_400_json(server: ServerProcess, path: str, body: bytes) -> None:
+def test_a_bad_body_is_a_400_json(server: ManagedProcess, path: str, body: bytes) -> None:
     headers = {**auth(token_for(ALICE)), "Content-Type": "application/json"}
     response = httpx.post(f"{server.url}{PREFIX}/{path}", content=body, headers=headers, timeout=10)
     _json_error(response, 400, "bad_request")
 
 
-def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: ServerProcess) -> None:
+def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: ManagedProcess) -> None:
     headers = {**auth(token_for(ALICE)), "Content-Type": "application/json"}
     big = b'{"all": true, "pad": "' + b"x" * (64 * 1024) + b'"}'
     response = httpx.post(f"{server.url}{PREFIX}/mark-read", content=big, headers=headers, timeout=10)
@@ -113,7 +112,7 @@ def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: Ser
     "path",
     ["/", "/api", f"{PREFIX}/stream/extra", f"{PREFIX}/a/b", "/demo", "/internal/bench/inject", "/%2e%2e/etc"],
 )
-def test_unknown_paths_are_404_json(server: ServerProcess, path: str) -> None:
+def test_unknown_paths_are_404_json(server: ManagedProcess, path: str) -> None:
     _json_error(httpx.get(server.url + path, headers=auth(token_for(ALICE)), timeout=10), 404, "not_found")
 
 
@@ -135,7 +134,7 @@ def test_unknown_paths_are_404_json(server: ServerProcess, path: str) -> None:
         ("DELETE", f"{PREFIX}/mark-unread", 400),
     ],
 )
-def test_wrong_methods_are_a_4xx_json(server: ServerProcess, method: str, path: str, status: int) -> None:
+def test_wrong_methods_are_a_4xx_json(server: ManagedProcess, method: str, path: str, status: int) -> None:
     response = httpx.request(method, server.url + path, headers=auth(token_for(ALICE)), timeout=10)
     assert response.status_code == status
     if method != "HEAD":  # a HEAD answer has no body
@@ -163,7 +162,7 @@ GARBAGE_IDS = [
 
 
 @pytest.mark.parametrize("value", GARBAGE_IDS, ids=[f"{v[:12]!r}" for v in GARBAGE_IDS])
-def test_an_invalid_last_event_id_is_a_400_json(server: ServerProcess, value: str) -> None:
+def test_an_invalid_last_event_id_is_a_400_json(server: ManagedProcess, value: str) -> None:
     token = token_for(ALICE)
     response = httpx.get(server.url + STREAM, params={"token": token, "last_event_id": value}, timeout=10)
     _json_error(response, 400, "bad_request")
@@ -172,7 +171,7 @@ def test_an_invalid_last_event_id_is_a_400_json(server: ServerProcess, value: st
         _json_error(response, 400, "bad_request")
 
 
-def test_a_non_ascii_last_event_id_header_is_a_400_json(server: ServerProcess) -> None:
+def test_a_non_ascii_last_event_id_header_is_a_400_json(server: ManagedProcess) -> None:
     token = token_for(ALICE)
     request = (
         f"GET {STREAM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
@@ -199,7 +198,7 @@ PROTOCOL_GARBAGE = [
 
 @pytest.mark.parametrize("request_bytes", [r for _, r in PROTOCOL_GARBAGE], ids=[n for n, _ in PROTOCOL_GARBAGE])
 def test_what_the_http_parser_refuses_is_a_clean_400_and_the_process_lives_on(
-    server: ServerProcess, request_bytes: bytes
+    server: ManagedProcess, request_bytes: bytes
 ) -> None:
     answer = _raw(server, request_bytes)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
@@ -207,7 +206,7 @@ def test_what_the_http_parser_refuses_is_a_clean_400_and_the_process_lives_on(
     _healthy(server)
 
 
-def test_a_long_query_string_the_app_sees_gets_json(server: ServerProcess) -> None:
+def test_a_long_query_string_the_app_sees_gets_json(server: ManagedProcess) -> None:
     # Under the parser's request-line limit: the app answers, with JSON.
     junk = {f"p{n}": "v" * 100 for n in range(80)}  # ~9 KB of unknown parameters
     _json_error(httpx.get(server.url + STREAM, params=junk, timeout=10), 401, "unauthorized")
@@ -216,7 +215,7 @@ def test_a_long_query_string_the_app_sees_gets_json(server: ServerProcess) -> No
     _json_error(httpx.get(server.url + PREFIX, params={"token": "x" * 20_000}, timeout=10), 401, "unauthorized")
 
 
-def test_a_request_head_over_64_kib_is_a_431_json_error(server: ServerProcess) -> None:
+def test_a_request_head_over_64_kib_is_a_431_json_error(server: ManagedProcess) -> None:
     # httptools alone has no header-size limit; functions/stream/protocol.py bounds the head.
     response = httpx.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 100_000}, timeout=10)
     _json_error(response, 431, "request_header_too_large")
@@ -228,7 +227,7 @@ def test_a_request_head_over_64_kib_is_a_431_json_error(server: ServerProcess) -
     _healthy(server)
 
 
-def test_large_headers_under_the_bound_reach_the_app(server: ServerProcess) -> None:
+def test_large_headers_under_the_bound_reach_the_app(server: ManagedProcess) -> None:
     many = {f"X-Header-{n}": "v" * 50 for n in range(400)}  # ~26 KB
     response = httpx.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))}, timeout=10)
     assert response.status_code == 200

@@ -1,6 +1,6 @@
 """A stand-in for ``gcloud`` (and ``curl``) that records its arguments instead of touching Google Cloud.
 
-Installed on PATH by tests/ops/conftest.py. Every call appends one JSON line
+Installed on PATH by tests/support/fake_cloud.py. Every call appends one JSON line
 {"tool", "argv", "stdin_bytes"} to $FAKE_GCLOUD_LOG. With FAKE_GCLOUD_MODE=missing,
 ``describe`` fails as NOT_FOUND and ``list`` finds nothing; with ``present`` both
 find what deploy.sh looks for.

@@ -1,4 +1,4 @@
-"""Firestore down during ingest, on the full push path (tests/emulator/test_ingest_faults.py calls ingest in process).
+"""Firestore down during ingest, on the full push path (test_ingest_faults.py calls ingest in process).
 
 A private Firestore emulator (stopped and restarted), a project of this test's
 own on the session Pub/Sub, the ingest function under functions-framework behind
@@ -19,9 +19,8 @@ from devtools.cli import publish_event
 from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
-from tests.conftest import EmulatorPair
-from tests.faults.conftest import new_user
-from tests.support.events import valid_event
+from tests.support.emulators import EmulatorPair
+from tests.support.events import new_user, valid_event
 from tests.support.processes import start_function
 from tests.support.pubsub import PullSubscription
 from tests.support.waiting import wait_for

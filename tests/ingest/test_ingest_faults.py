@@ -16,32 +16,32 @@ from shared.backends.memory import MemoryDeadLetters
 from shared.backends.pubsub_channel import PubSubChannel
 from shared.config import Settings, load_settings
 from shared.errors import BackendUnavailable
-from tests.conftest import PROJECT
+from tests.support.emulators import PROJECT
 from tests.support.events import valid_event
 from tests.support.pubsub import PullSubscription
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture
-def private_firestore(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[emulator_tools.Emulator, FirestoreStore]]:
-    """A Firestore emulator of this test's own, so stopping it disturbs no other test."""
-    emulator = emulator_tools.start("firestore", PROJECT)
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.address)
+def own_store(
+    private_firestore: emulator_tools.Emulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[emulator_tools.Emulator, FirestoreStore]]:
+    """A store on a Firestore emulator of this test's own, so stopping it disturbs no other test."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", private_firestore.address)
     store = FirestoreStore(PROJECT, timeout=2.0)
     _ = store.client  # bind the client to this emulator while the variable points at it
     monkeypatch.undo()
-    yield emulator, store
+    yield private_firestore, store
     store.close()
-    emulator.stop()
 
 
 def test_firestore_down_raises_then_the_same_event_is_stored_once(
-    private_firestore: tuple[emulator_tools.Emulator, FirestoreStore],
+    own_store: tuple[emulator_tools.Emulator, FirestoreStore],
     settings: Settings,
     broadcast_tap: PullSubscription,
     user_id: str,
 ) -> None:
-    emulator, store = private_firestore
+    emulator, store = own_store
     quick = load_settings({"GOOGLE_CLOUD_PROJECT": PROJECT, "BACKEND_TIMEOUT_SECONDS": "2"})
     dead_letters = MemoryDeadLetters()
     backends = Backends(store, PubSubChannel(PROJECT, settings.notifications_topic, timeout=5), dead_letters)

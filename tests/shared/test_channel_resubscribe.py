@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,15 +20,14 @@ TOPIC = "user-notifications"
 
 
 @pytest.fixture
-def private_pubsub(monkeypatch: pytest.MonkeyPatch) -> Iterator[emulator_tools.Emulator]:
-    emulator = emulator_tools.start("pubsub", PROJECT)
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.address)
-    yield emulator
-    emulator.stop()
+def pubsub(private_pubsub: emulator_tools.Emulator, monkeypatch: pytest.MonkeyPatch) -> emulator_tools.Emulator:
+    """The test's own Pub/Sub emulator, the one every client made in the test reaches."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", private_pubsub.address)
+    return private_pubsub
 
 
-def test_subscription_survives_an_emulator_restart(private_pubsub: emulator_tools.Emulator) -> None:
-    assert os.environ["PUBSUB_EMULATOR_HOST"] == private_pubsub.address
+def test_subscription_survives_an_emulator_restart(pubsub: emulator_tools.Emulator) -> None:
+    assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub.address
     ensure_topics(PROJECT, [TOPIC])
     channel = PubSubChannel(PROJECT, TOPIC, timeout=3)
     received: list[int] = []
@@ -41,8 +39,8 @@ def test_subscription_survives_an_emulator_restart(private_pubsub: emulator_tool
         channel.publish(ChannelMessage("u1", "notification", {"n": 1}))
         wait_for(lambda: 1 in received, what="delivery before the outage")
 
-        private_pubsub.stop()
-        private_pubsub.start()
+        pubsub.stop()
+        pubsub.start()
         ensure_topics(PROJECT, [TOPIC])  # the emulator forgets everything; real Pub/Sub keeps topics
 
         assert gap.wait(60), "the gap is reported so streams can replay what they missed"
