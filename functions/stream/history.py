@@ -87,9 +87,9 @@ class History:
         message = ChannelMessage(user_id, kind, data)
         try:
             await asyncio.to_thread(self._service.backends.channel.publish, message)
-        except BackendUnavailable as exc:
-            # The change is stored; open streams see it on their next reload.
-            logger.warning("could not announce a change on the channel", extra={"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - whatever the channel raised, the change is stored
+            # Open streams see it on their next reload; the caller gets its answer.
+            logger.warning("could not announce a change on the channel", extra={"error": repr(exc)[:500]})
 
     async def list(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)

@@ -8,6 +8,7 @@ message (fan-out) and no process ever inherits messages another one leased.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 from google.cloud.pubsub_v1.types import BatchSettings, FlowControl, PublisherOptions
 from google.protobuf import duration_pb2
 
@@ -74,7 +76,25 @@ class PubSubChannel(Channel):
         retry = Retry(initial=0.1, maximum=1.0, timeout=self._timeout)
         pending: list[tuple[ChannelMessage, futures.Future[Any]]] = []
         for message in messages:
-            future = publisher.publish(
+            pending.append((message, self._publish_one(publisher, message, retry)))
+        failure: BaseException | None = None
+        for message, future in pending:
+            try:
+                future.result(timeout=self._timeout)
+            except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
+                failure = failure or exc
+                # A failed publish pauses its ordering key until resumed; one that timed
+                # out is still in flight and has paused nothing (resume_publish raises).
+                with contextlib.suppress(RuntimeError):
+                    publisher.resume_publish(self.topic_path, message.user_id)
+        if failure is not None:
+            raise backend_error(failure, f"publish to {self._topic_id}", "Pub/Sub") from failure
+
+    def _publish_one(
+        self, publisher: pubsub_v1.PublisherClient, message: ChannelMessage, retry: Retry
+    ) -> futures.Future[Any]:
+        def send() -> futures.Future[Any]:
+            return publisher.publish(  # type: ignore[no-any-return]
                 self.topic_path,
                 message.encode(),
                 ordering_key=message.user_id,
@@ -82,17 +102,13 @@ class PubSubChannel(Channel):
                 timeout=self._timeout,
                 **message.attributes(),
             )
-            pending.append((message, future))  # type: ignore[arg-type]
-        failure: BaseException | None = None
-        for message, future in pending:
-            try:
-                future.result(timeout=self._timeout)
-            except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
-                failure = failure or exc
-                # A failed publish pauses its ordering key until resumed.
-                publisher.resume_publish(self.topic_path, message.user_id)
-        if failure is not None:
-            raise backend_error(failure, f"publish to {self._topic_id}", "Pub/Sub") from failure
+
+        try:
+            return send()
+        except PublishToPausedOrderingKeyException:
+            # A publish of this user failed after an earlier call stopped waiting for it.
+            publisher.resume_publish(self.topic_path, message.user_id)
+            return send()
 
     def ping(self) -> None:
         try:
