@@ -20,6 +20,7 @@ new connects are accepted again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from devtools import emulators as emulator_tools
 from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from tests.conftest import PROJECT
-from tests.faults.conftest import RetryingWorker, Tally, new_user
+from tests.faults.conftest import RetryingWorker, Tally, assert_each_event_once_per_stream, new_user
 from tests.stream.conftest import start_stream_service, token_for
 from tests.support.processes import ServerProcess, start_function
 from tests.support.pubsub import PullSubscription
@@ -69,28 +70,39 @@ def test_both_backends_down_streams_beat_apis_answer_503_and_nothing_is_lost(
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "BACKEND_TIMEOUT_SECONDS": "3",
     }
-    ingest = start_function("functions/ingest/main.py", "ingest_content_event", env)
-    push = _push(ingest)
-    server = start_stream_service(env)
-    worker = RetryingWorker(PROJECT, CONTENT)
-    store = FirestoreStore(PROJECT, timeout=3)
-    alice, bob = new_user("alice"), new_user("bob")
-    users = [alice, bob]
-    expected: dict[str, list[str]] = {u: [] for u in users}
-    tallies: list[Tally] = []
+    with contextlib.ExitStack() as cleanup:
+        ingest = start_function("functions/ingest/main.py", "ingest_content_event", env)
+        cleanup.callback(ingest.stop)
+        server = start_stream_service(env)
+        cleanup.callback(server.stop)
+        pushes = [_push(ingest)]
+        cleanup.callback(lambda: pushes[-1].delete())
+        worker = RetryingWorker(PROJECT, CONTENT)
+        cleanup.callback(worker.close)
+        store = FirestoreStore(PROJECT, timeout=3)
+        cleanup.callback(store.close)
+        alice, bob = new_user("alice"), new_user("bob")
+        users = [alice, bob]
+        expected: dict[str, list[str]] = {u: [] for u in users}
+        tallies: list[Tally] = []
 
-    def stored(user: str) -> list[str]:
-        try:
-            return [n.title for n in store.page(user, 100).notifications]
-        except Exception:  # the client may still be reconnecting
-            return []
+        def close_streams() -> None:
+            for tally in tallies:
+                tally.stream.close()
 
-    def submit(label: str) -> None:
-        for user in users:
-            worker.submit(user, f"{label}-{user}")
-            expected[user].append(f"{label}-{user}")
+        cleanup.callback(close_streams)
 
-    try:
+        def stored(user: str) -> list[str]:
+            try:
+                return [n.title for n in store.page(user, 100).notifications]
+            except Exception:  # the client may still be reconnecting
+                return []
+
+        def submit(label: str) -> None:
+            for user in users:
+                worker.submit(user, f"{label}-{user}")
+                expected[user].append(f"{label}-{user}")
+
         for user in users:
             stream = EventStream(f"{server.url}{PREFIX}/stream", token=token_for(user))
             assert stream.status == 200
@@ -138,8 +150,8 @@ def test_both_backends_down_streams_beat_apis_answer_503_and_nothing_is_lost(
         private_firestore.start()
         private_pubsub.start()
         ensure_topics(PROJECT, [CONTENT, DEAD_LETTER, CHANNEL])
-        push.delete()
-        push = _push(ingest)
+        pushes[-1].delete()
+        pushes.append(_push(ingest))
         worker.release()
         wait_for(worker.idle, 90, interval=0.2, what="the worker's retried publishes to go through")
         submit("after")
@@ -153,17 +165,7 @@ def test_both_backends_down_streams_beat_apis_answer_503_and_nothing_is_lost(
             )
         except AssertionError:
             raise AssertionError(f"stored {[stored(u) for u in users]}; ingest log:\n{ingest.log()[-3000:]}") from None
-        for tally in tallies:
-
-            def arrived(tally: Tally = tally) -> bool:
-                return set(expected[tally.user]) <= set(tally.titles())
-
-            wait_for(arrived, 90, what=f"every event on {tally.user}'s stream")
-        for tally in tallies:
-            tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have come by now
-            tally.stream.wait_event("heartbeat", timeout=10)
-            assert sorted(tally.titles()) == sorted(expected[tally.user]), "each event exactly once per stream"
-            assert {n["user_id"] for n in tally.notifications()} == {tally.user}
+        assert_each_event_once_per_stream(tallies, expected, 90)
 
         def connects() -> bool:
             again = EventStream(f"{server.url}{PREFIX}/stream", token=token_for(new_user()))
@@ -172,11 +174,3 @@ def test_both_backends_down_streams_beat_apis_answer_503_and_nothing_is_lost(
 
         wait_for(connects, 60, interval=1.0, what="new connects to be accepted again")
         assert "dead-lettered" not in ingest.log()
-    finally:
-        for tally in tallies:
-            tally.stream.close()
-        worker.close()
-        push.delete()
-        server.stop()
-        ingest.stop()
-        store.close()

@@ -26,7 +26,7 @@ from shared.backends.firestore_store import FirestoreStore
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import Settings
 from tests.conftest import PROJECT, EmulatorPair
-from tests.faults.conftest import RetryingWorker, Tally, new_user
+from tests.faults.conftest import RetryingWorker, Tally, assert_each_event_once_per_stream, new_user
 from tests.stream.conftest import start_stream_service, token_for
 from tests.support.processes import ServerProcess, start_function
 from tests.support.pubsub import PullSubscription
@@ -127,15 +127,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
         carol_tally.history.append(carol_tally.stream)
         carol_tally.stream = reconnected
 
-        for tally in tallies:
-            wanted = set(expected[tally.user])
-            wait_for(lambda t=tally, w=wanted: w <= set(t.titles()), 60, what=f"every event on {tally.user}'s stream")
-        for tally in tallies:
-            tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have arrived by now
-            tally.stream.wait_event("heartbeat", timeout=10)
-        for tally in tallies:
-            assert sorted(tally.titles()) == sorted(expected[tally.user]), "each event exactly once per stream"
-            assert {n["user_id"] for n in tally.notifications()} == {tally.user}
+        assert_each_event_once_per_stream(tallies, expected, 60)
         for user in users:
             assert stored(user) == len(expected[user]), "stored exactly once"
 
