@@ -18,14 +18,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from functions.stream import metrics, sse
-from functions.stream.http import (
-    ApiError,
-    api_error_response,
-    authenticate,
-    error_response,
-    misconfigured,
-    unavailable,
-)
+from functions.stream.http import ApiError, api_error_response, authenticate, error_response, misconfigured, unavailable
 from functions.stream.ratelimit import enforce
 from functions.stream.session import RECENT_IDS, StreamSession
 from shared import ids
