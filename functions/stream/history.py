@@ -103,10 +103,10 @@ class History:
         messages = [change_message(user_id, change) for change in changes]
         try:
             await asyncio.to_thread(self._service.backends.channel.publish_many, messages)
-        except BackendUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the channel raised, the change is stored
             # The change is logged: a stream that receives any later change replays
-            # this one first, and a reconnect replays it.
-            logger.warning("could not announce a change on the channel", extra={"error": str(exc)})
+            # this one first, and a reconnect replays it; the caller gets its answer.
+            logger.warning("could not announce a change on the channel", extra={"error": repr(exc)[:500]})
 
     async def list(self, request: Request) -> Response:
         claims = authenticate(request, self._service.settings)

@@ -24,6 +24,7 @@ acknowledges at once (what a stream misses it recovers from Firestore).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -37,6 +38,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.protobuf import duration_pb2
 from google.pubsub_v1.types import StreamingPullRequest
@@ -92,6 +94,13 @@ def instance_of(resource_id: str) -> str | None:
     return rest or None
 
 
+def _resume(publisher: pubsub_v1.PublisherClient, topic: str, ordering_key: str) -> None:
+    """A failed publish pauses its ordering key until resumed; one that timed out is still
+    in flight and has paused nothing (resume_publish then raises RuntimeError)."""
+    with contextlib.suppress(RuntimeError):
+        publisher.resume_publish(topic, ordering_key)
+
+
 class PubSubChannel(Channel):
     def __init__(self, project_id: str, topic: str, *, timeout: float = 10.0, router: Router | None = None) -> None:
         super().__init__(router)
@@ -138,17 +147,7 @@ class PubSubChannel(Channel):
         broadcast = target == ALL_INSTANCES
         topic = self.topic_path if broadcast else self.instance_topic_path(target)
         retry = Retry(initial=0.1, maximum=1.0, timeout=self._timeout)
-        pending: list[tuple[ChannelMessage, futures.Future[Any]]] = []
-        for message in messages:
-            future = publisher.publish(
-                topic,
-                message.encode(),
-                ordering_key=message.user_id,
-                retry=retry,
-                timeout=self._timeout,
-                **message.attributes(),
-            )
-            pending.append((message, future))  # type: ignore[arg-type]
+        pending = [(message, self._publish_one(publisher, topic, message, retry)) for message in messages]
         failure: BaseException | None = None
         for message, future in pending:
             try:
@@ -157,15 +156,34 @@ class PubSubChannel(Channel):
                 # A registry entry of an instance that is gone (its inbox with it):
                 # nobody listens there, and its clients replay where they reconnect.
                 # NOTIFICATIONS_TOPIC missing is a misconfiguration (backend_error says so).
-                publisher.resume_publish(topic, message.user_id)
+                _resume(publisher, topic, message.user_id)
                 if broadcast:
                     failure = failure or exc
             except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
                 failure = failure or exc
-                # A failed publish pauses its ordering key until resumed.
-                publisher.resume_publish(topic, message.user_id)
+                _resume(publisher, topic, message.user_id)
         if failure is not None:
             raise backend_error(failure, f"publish to {topic.rsplit('/', 1)[-1]}", "Pub/Sub") from failure
+
+    def _publish_one(
+        self, publisher: pubsub_v1.PublisherClient, topic: str, message: ChannelMessage, retry: Retry
+    ) -> futures.Future[Any]:
+        def send() -> futures.Future[Any]:
+            return publisher.publish(  # type: ignore[no-any-return]
+                topic,
+                message.encode(),
+                ordering_key=message.user_id,
+                retry=retry,
+                timeout=self._timeout,
+                **message.attributes(),
+            )
+
+        try:
+            return send()
+        except PublishToPausedOrderingKeyException:
+            # A publish of this user failed after an earlier call stopped waiting for it.
+            publisher.resume_publish(topic, message.user_id)
+            return send()
 
     def ping(self) -> None:
         try:

@@ -54,8 +54,12 @@ def test_wrong_values_fail_naming_the_variable(env: dict[str, str], named: str) 
     [
         {},  # a VM, GKE, plain Docker: nothing says "production", nothing says "local" either
         {"K_SERVICE": "stream"},
+        {"K_SERVICE": "stream", "JWT_SECRET_REQUIRED": "false"},  # the switch of old is gone: no way around
+        {"FUNCTION_TARGET": "ingest_content_event", "K_REVISION": "r1"},
         {"JWT_SECRET": "   "},  # whitespace is no secret
         {"K_SERVICE": "stream", "JWT_SECRET": " \t "},
+        {"JWT_SECRET": "", "JWT_PUBLIC_KEY": "  "},
+        {"NOTIFICATIONS_LOCAL_MODE": "false"},
     ],
 )
 def test_the_stream_service_refuses_to_start_without_a_key_outside_local_mode(env: dict[str, str]) -> None:

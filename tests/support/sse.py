@@ -300,3 +300,21 @@ class Tally:
 
     def titles(self) -> list[str]:
         return [n["title"] for n in self.notifications()]
+
+
+def assert_each_event_once_per_stream(tallies: list[Tally], expected: dict[str, list[str]], timeout: float) -> None:
+    """Every stream of each user gets that user's events, each exactly once, and nobody else's."""
+    from tests.support.waiting import wait_for
+
+    for tally in tallies:
+
+        def arrived(tally: Tally = tally) -> bool:
+            return set(expected[tally.user]) <= set(tally.titles())
+
+        wait_for(arrived, timeout, what=f"every event on {tally.user}'s stream")
+    for tally in tallies:
+        tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have arrived by now
+        tally.stream.wait_event("heartbeat", timeout=10)
+    for tally in tallies:
+        assert sorted(tally.titles()) == sorted(expected[tally.user]), "each event exactly once per stream"
+        assert {n["user_id"] for n in tally.notifications()} == {tally.user}
