@@ -36,7 +36,9 @@ def test_published_event_reaches_firestore_and_the_users_channel(
     }
     assert message.json()["data"]["id"] == stored[0].id
     assert store.page(other_user, 10).notifications == []
-    assert channel_tap.drain(settle=1.0) == []
+    # Pub/Sub may push the event again (an acknowledgement that came late); a redelivery
+    # announces the same change again, which streams drop by its number: nothing else comes.
+    assert {m.json()["data"]["id"] for m in channel_tap.drain(settle=1.0)} <= {stored[0].id}
     store.close()
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from functions.ingest.ingest import Outcome, PubsubMessage, ingest
 from ops import killswitch as killswitch_cli
@@ -28,7 +28,7 @@ from shared.killswitch import KillSwitch, MemorySwitchDocument, SwitchDocument, 
 from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
 from tests.support.processes import ManagedProcess, start_function
-from tests.support.pubsub import PullSubscription
+from tests.support.pubsub import InstanceTap, PullSubscription
 from tests.support.waiting import wait_for
 
 SETTINGS = load_settings({"NOTIFICATIONS_BACKEND": "memory"})
@@ -205,10 +205,11 @@ def test_switched_off_events_are_parked_then_replayed_on_the_emulators(
     subscriber = pubsub_v1.SubscriberClient()
     inspect = f"projects/{project}/subscriptions/{DEAD}-inspect"
     subscriber.create_subscription(request={"name": inspect, "topic": f"projects/{project}/topics/{DEAD}"})
-    dead_tap, channel_tap = PullSubscription(project, DEAD), PullSubscription(project, CHANNEL)
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    # A stream instance holding the user's stream: the routed channel sends the user's messages there.
+    dead_tap, channel_tap = PullSubscription(project, DEAD), InstanceTap(project, [user])
     store = FirestoreStore(project)
     publisher = pubsub_v1.PublisherClient()
-    user = f"user-{uuid.uuid4().hex[:8]}"
     try:
         assert killswitch_cli.main(["--project", project, "off", "--only", "ingest", "--reason", "drill"]) == 0
         assert Switches.from_document(FirestoreSwitchDocument(lambda: store.client).read()).ingest_enabled is False

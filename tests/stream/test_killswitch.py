@@ -54,6 +54,8 @@ async def test_a_new_stream_is_refused_with_a_clear_503_while_switched_off() -> 
             "NOTIFICATIONS_LOCAL_MODE": "true",
             "JWT_SECRET": "stream-test-secret-0123456789abcdefghij",
             "CORS_ALLOWED_ORIGINS": ORIGIN,
+            # Twenty connects in a row: the connect rate limit has its own tests.
+            "RATE_LIMIT_CONNECTS_PER_MINUTE": "1000000",
         }
     )
     token = token_for("u1")

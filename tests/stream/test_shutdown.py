@@ -28,7 +28,9 @@ BUDGET_SECONDS = 10.0
 
 
 @pytest.fixture
-def private_emulators() -> Iterator[tuple[emulator_tools.Emulator, emulator_tools.Emulator, str]]:
+def private_emulators(
+    emulators_installed: None,
+) -> Iterator[tuple[emulator_tools.Emulator, emulator_tools.Emulator, str]]:
     project = f"shutdown-{uuid.uuid4().hex[:8]}"
     pubsub = emulator_tools.start("pubsub", project)
     firestore = emulator_tools.start("firestore", project)
