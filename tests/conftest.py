@@ -9,6 +9,7 @@ topic would deliver every event twice.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Generator, Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from devtools import emulators as emulator_tools
 from functions.stream.config import StreamSettings, load_stream_settings
 from shared.backends.pubsub_channel import ensure_topics
 from shared.config import reset_settings
+from tests.support import missing
 from tests.support.emulators import PROJECT, EmulatorPair, require_emulators
 from tests.support.events import new_user as unique_user
 from tests.support.processes import ManagedProcess, start_function
@@ -27,8 +29,8 @@ from tests.support.pubsub import InstanceTap, PullSubscription
 os.environ.setdefault("NOTIFICATIONS_LOCAL_MODE", "true")
 
 # A fixture that needs infrastructure, and the marker of every test that uses it, directly
-# or through other fixtures, so that -m "not emulator and not browser" leaves them all out.
-MARKER_OF_FIXTURE = {"emulators_installed": "emulator", "chromium": "browser"}
+# or through other fixtures, so that -m "not emulator and not browser and not gcloud" leaves them all out.
+MARKER_OF_FIXTURE = {"emulators_installed": "emulator", "chromium": "browser", "gcloud_sdk": "gcloud"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -52,6 +54,32 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(emulator_tools, "start", undeclared)
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """A test that changes the process environment and leaves it changed fails: a leaked
+    ``PUBSUB_EMULATOR_HOST`` once pointed every later test at an emulator already stopped."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    after.pop("PYTEST_CURRENT_TEST", None)  # pytest's own, changed on every phase
+    before.pop("PYTEST_CURRENT_TEST", None)
+    if after != before:
+        for key in after.keys() - before.keys():
+            os.environ.pop(key, None)
+        os.environ.update(before)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        pytest.fail(f"the test left the environment changed ({', '.join(changed)}): use monkeypatch.setenv")
+
+
+@pytest.fixture(scope="session")
+def gcloud_sdk() -> str:
+    """The installed Google Cloud SDK's ``gcloud`` (else skip; under CI, fail)."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        missing("needs the Google Cloud SDK (google-cloud-cli)")
+    return gcloud
 
 
 @pytest.fixture(scope="session")

@@ -81,11 +81,15 @@ async def _sigterm_and_watch(server: ManagedProcess, pool: StreamPool) -> float:
 
 @pytest.mark.parametrize("backends", ["up", "gone"])
 def test_sigterm_ends_2000_streams_and_the_process_within_10_s(
-    private_emulators: tuple[emulator_tools.Emulator, emulator_tools.Emulator, str], backends: str
+    private_emulators: tuple[emulator_tools.Emulator, emulator_tools.Emulator, str],
+    backends: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     raise_open_files_limit()
     pubsub, firestore, project = private_emulators
-    os.environ.update({**pubsub.env(), **firestore.env()})
+    # Through monkeypatch: left behind, these would point every later test at emulators stopped below.
+    for key, value in {**pubsub.env(), **firestore.env()}.items():
+        monkeypatch.setenv(key, value)
     ensure_topics(project, ["user-notifications"])
     users = [f"shut-{n:04d}-{uuid.uuid4().hex[:4]}" for n in range(USERS)]
     server = start_stream_service(_env(pubsub, firestore, project))
