@@ -27,6 +27,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.backends.google_errors import unavailable_on_error
+from shared.backends.user_locks import UserLocks
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import EVENT_TYPES
 from shared.feed import (
@@ -84,6 +85,7 @@ class FirestoreStore(NotificationStore):
         self._timeout = timeout
         self._retry = Retry(predicate=if_transient_error, initial=0.1, maximum=1.0, timeout=timeout)
         self._lock = threading.Lock()
+        self._turns = UserLocks()
         self._client: firestore.Client | None = None
 
     @property
@@ -112,7 +114,7 @@ class FirestoreStore(NotificationStore):
         incoming = new.notification
         user_ref = self._user(incoming.user_id)
         key_ref = user_ref.collection(EVENT_KEYS).document(new.key)
-        with _backend("apply"):
+        with _backend("apply"), self._turns.turn(incoming.user_id, self._timeout):
             # A plain read first: a redelivery, a late or a coalesced event is
             # decided here without a transaction and without any write.
             key = key_ref.get(**self._call())
