@@ -111,7 +111,8 @@ def fit_dead_letter(
     overhead = request_bytes(topic_path, b"", {**kept, TRIMMED: "x" * MAX_VALUE_BYTES}) + _FRAMING
     if overhead + len(data) > max_request_bytes:
         keep = max(0, max_request_bytes - overhead)
-        notes.append(f"body: kept the first {keep} of {_describe(data)}")
+        # First: ``trimmed`` holds at most 1 KiB, and a cut body matters more than any attribute.
+        notes.insert(0, f"body: kept the first {keep} of {_describe(data)}")
         data = data[:keep]
     if notes:
         kept[TRIMMED] = _cut_utf8("; ".join(notes), MAX_VALUE_BYTES)
