@@ -1,5 +1,5 @@
 # make test  - install what the tests need, then run every test (the tests start the emulators)
-# make test-fast - every test that needs neither the emulators nor Chromium (see README "Tests")
+# make test-fast - every test that needs none of the emulators, Chromium and the gcloud SDK (see README "Tests")
 # make run   - start the whole system locally (see README)
 # make bench - measure performance and cost (see docs/benchmarks.md)
 # make scale - cost and limits at 10k/100k/1M users, on paper (docs/scale.md)
@@ -39,7 +39,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not emulator and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not emulator and not browser and not gcloud" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check shared devtools functions tests bench ops

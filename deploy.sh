@@ -259,24 +259,30 @@ ensure_firestore() {
   # Single-field overrides: indexes with collection-group scope (cleanup's expire_at
   # queries; gcloud can only set collection scope) and exemptions (an empty list),
   # all through the Firestore Admin REST API.
+  # Described first, then judged (and each body written) by one helper run, not two per field.
+  local described bodies=()
+  described="$(mktemp -d)"
   plan="$(python3 "$ROOT/ops/firestore_indexes.py" overrides "$indexes")"
   while IFS=$'\t' read -r group field; do
     [ -n "$group" ] || continue
-    existing="$(gq firestore indexes fields describe "$field" --collection-group="$group" --format=json || echo '{}')"
-    if printf '%s' "$existing" | python3 "$ROOT/ops/firestore_indexes.py" override-present "$indexes" "$group" "$field"; then
-      continue
-    fi
-    field_override "$group" "$field" "$indexes"
+    gq firestore indexes fields describe "$field" --collection-group="$group" --format=json \
+      >"$described/$group.$field.json" || echo '{}' >"$described/$group.$field.json"
+  done <<<"$plan"
+  if [ "$DRY_RUN" = 0 ]; then
+    mkdir -p "$BUILD_DIR"
+    bodies=("$BUILD_DIR")
+  fi
+  plan="$(python3 "$ROOT/ops/firestore_indexes.py" override-plan "$indexes" "$described" "${bodies[@]}")"
+  rm -rf "$described"
+  while IFS=$'\t' read -r group field; do
+    [ -n "$group" ] || continue
+    field_override "$group" "$field"
   done <<<"$plan"
 }
 
-field_override() {  # field_override GROUP FIELD INDEXES_JSON
+field_override() {  # field_override GROUP FIELD (its body already written by override-plan)
   local url="https://firestore.googleapis.com/v1/projects/$PROJECT/databases/(default)/collectionGroups/$1/fields/$2?updateMask=indexConfig"
   local body="$BUILD_DIR/field-$1-$2.json"
-  if [ "$DRY_RUN" = 0 ]; then
-    mkdir -p "$BUILD_DIR"
-    python3 "$ROOT/ops/firestore_indexes.py" override-body "$3" "$1" "$2" >"$body"
-  fi
   # The access token reaches curl on stdin (-H @-), never on its command line; retried
   # while Firestore still runs another operation on the field.
   local curl_args=(-sSf -o /dev/null --retry 6 --retry-all-errors --retry-delay 20

@@ -7,9 +7,11 @@ Standard library only: deploy.sh runs it on any machine with python3.
   ttl FILE                  prints "group<TAB>field" per TTL policy
   overrides FILE            prints "group<TAB>field" per single-field override (an empty
                             index list exempts the field from indexing)
-  override-present FILE G F stdin: `gcloud firestore indexes fields describe F --format=json`;
-                            exit 0 when the field already has exactly the wanted indexes
-  override-body FILE G F    prints the Admin API body (PATCH ...fields/F?updateMask=indexConfig)
+  override-plan FILE DESCRIBED [BODIES]
+                            DESCRIBED holds G.F.json, `gcloud firestore indexes fields describe F
+                            --format=json` of each override; prints "group<TAB>field" per field
+                            without exactly the wanted indexes, and writes each one's Admin API
+                            body (PATCH ...fields/F?updateMask=indexConfig) into BODIES
 
 Cleanup's collection-group queries on ``expire_at`` need single-field indexes
 with collection-group scope, which Firestore does not create by default; they
@@ -127,6 +129,21 @@ def override_body(path: str, group: str, field: str) -> dict[str, Any]:
     return {"indexConfig": {"indexes": indexes}}
 
 
+def override_plan(path: str, described_dir: str, body_dir: str | None) -> list[tuple[str, str]]:
+    """The overrides whose described state (``{group}.{field}.json`` in ``described_dir``) is not the wanted
+    one; with ``body_dir``, each one's request body is written there as ``field-{group}-{field}.json``."""
+    needed = []
+    for group, field in sorted(overrides(path)):
+        described = Path(described_dir, f"{group}.{field}.json")
+        text = described.read_text() if described.exists() else ""
+        if override_present(path, group, field, text.strip()):
+            continue
+        needed.append((group, field))
+        if body_dir is not None:
+            Path(body_dir, f"field-{group}-{field}.json").write_text(json.dumps(override_body(path, group, field)))
+    return needed
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -137,10 +154,9 @@ def main(argv: list[str]) -> int:
         print("\n".join(f"{g}\t{f}" for g, f in ttl_fields(path)))
     elif command == "overrides":
         print("\n".join(f"{g}\t{f}" for g, f in sorted(overrides(path))))
-    elif command == "override-present":
-        return 0 if override_present(path, argv[2], argv[3], sys.stdin.read()) else 1
-    elif command == "override-body":
-        print(json.dumps(override_body(path, argv[2], argv[3])))
+    elif command == "override-plan":
+        needed = override_plan(path, argv[2], argv[3] if len(argv) > 3 else None)
+        print("\n".join(f"{g}\t{f}" for g, f in needed))
     else:
         raise SystemExit(f"unknown command {command!r}\n{__doc__}")
     return 0

@@ -217,8 +217,15 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     assert flag(dashboard, "config-from-file") == str(ROOT / "ops" / "dashboards" / "notifications.json")
 
 
-def test_the_staged_folders_hold_main_shared_and_requirements(cloud: FakeCloud) -> None:
-    first_run(cloud)
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[FakeCloud, DeployRun]:
+    """One first run without a secret file, which the tests below only read."""
+    cloud = FakeCloud(tmp_path_factory.mktemp("cloud"))
+    return cloud, first_run(cloud)
+
+
+def test_the_staged_folders_hold_main_shared_and_requirements(deployed: tuple[FakeCloud, DeployRun]) -> None:
+    cloud, _ = deployed
     for name in ("ingest", "cleanup"):
         folder = cloud.build / name
         assert (folder / "main.py").read_text() == (ROOT / "functions" / name / "main.py").read_text()
@@ -229,8 +236,8 @@ def test_the_staged_folders_hold_main_shared_and_requirements(cloud: FakeCloud) 
     assert (stream / "Procfile").read_text().startswith("web: python -m functions.stream.serve")
 
 
-def test_a_generated_secret_goes_through_stdin(cloud: FakeCloud) -> None:
-    run = first_run(cloud)
+def test_a_generated_secret_goes_through_stdin(deployed: tuple[FakeCloud, DeployRun]) -> None:
+    _, run = deployed
     secret = run.one("secrets", "create", "notifications-jwt-secret")
     assert flag(secret, "data-file") == "-" and secret.stdin_bytes >= 32
 

@@ -7,7 +7,6 @@ Checked offline with the API message classes of the installed Google Cloud SDK
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,20 +15,18 @@ import pytest
 from tests.support import ROOT, missing
 
 
-def sdk() -> tuple[Path, Path]:
+@pytest.fixture
+def sdk(gcloud_sdk: str) -> tuple[Path, Path]:
     """The Google Cloud SDK's root and its bundled Python (skipped here without them; a failure under CI)."""
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        missing("gcloud is missing: install the Google Cloud SDK (google-cloud-cli)")
-    root = Path(os.path.realpath(gcloud)).parent.parent
+    root = Path(os.path.realpath(gcloud_sdk)).parent.parent
     python = root / "platform" / "bundledpythonunix" / "bin" / "python3"
     if not (root / "lib" / "googlecloudsdk").is_dir() or not python.exists():
         missing(f"{root} is not a Google Cloud SDK with its bundled Python")
     return root, python
 
 
-def test_metrics_and_alerts_match_the_api_schemas() -> None:
-    root, python = sdk()
+def test_metrics_and_alerts_match_the_api_schemas(sdk: tuple[Path, Path]) -> None:
+    root, python = sdk
     files = sorted(str(p) for p in [*(ROOT / "ops").glob("*/*.yaml"), *(ROOT / "ops" / "dashboards").glob("*.json")])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     result = subprocess.run(
@@ -56,9 +53,9 @@ def test_metrics_and_alerts_match_the_api_schemas() -> None:
     ],
 )
 def test_the_checker_catches_a_misspelled_field(
-    tmp_path: Path, name: str, source: str, typo: tuple[str, str], reported: str
+    sdk: tuple[Path, Path], tmp_path: Path, name: str, source: str, typo: tuple[str, str], reported: str
 ) -> None:
-    root, python = sdk()
+    root, python = sdk
     bad = tmp_path / name
     bad.parent.mkdir()
     bad.write_text((ROOT / "ops" / source).read_text().replace(*typo, 1))

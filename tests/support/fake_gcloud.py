@@ -1,9 +1,9 @@
-"""A stand-in for ``gcloud`` (and ``curl``) that records its arguments instead of touching Google Cloud.
+"""What the stand-in ``gcloud`` (and ``curl``) answers, instead of touching Google Cloud.
 
-Installed on PATH by tests/support/fake_cloud.py. Every call appends one JSON line
-{"tool", "argv", "stdin_bytes"} to $FAKE_GCLOUD_LOG. With FAKE_GCLOUD_MODE=missing,
-``describe`` fails as NOT_FOUND and ``list`` finds nothing; with ``present`` both
-find what deploy.sh looks for.
+tests/support/fake_cloud.py puts a small client of these answers on PATH and
+records every call. With FAKE_GCLOUD_MODE=missing, ``describe`` fails as
+NOT_FOUND and ``list`` finds nothing; with ``present`` both find what deploy.sh
+looks for.
 
 Cloud Run revisions (``run services describe``, ``run revisions list``): every
 service has the revisions of $FAKE_GCLOUD_REVISIONS, a JSON list of
@@ -14,17 +14,12 @@ the newest serving everything), named SERVICE-SUFFIX.
 from __future__ import annotations
 
 import json
-import os
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
-def _stdin_needed(tool: str, argv: list[str]) -> bool:
-    return "--data-file=-" in argv or (tool == "curl" and "@-" in argv)
-
-
-def _composite_indexes() -> str:
-    path = Path(os.environ["FAKE_GCLOUD_INDEXES"])
+def _composite_indexes(env: Mapping[str, str]) -> str:
+    path = Path(env["FAKE_GCLOUD_INDEXES"])
     found = []
     for n, index in enumerate(json.loads(path.read_text()).get("indexes", [])):
         fields = [dict(f) for f in index["fields"]] + [{"fieldPath": "__name__", "order": "ASCENDING"}]
@@ -39,9 +34,9 @@ def _composite_indexes() -> str:
     return json.dumps(found)
 
 
-def _field(group: str, field: str) -> dict[str, object]:
+def _field(env: Mapping[str, str], group: str, field: str) -> dict[str, object]:
     """The field as the Admin API describes it once deploy.sh configured it as the file says."""
-    path = Path(os.environ["FAKE_GCLOUD_INDEXES"])
+    path = Path(env["FAKE_GCLOUD_INDEXES"])
     wanted = [{"order": "ASCENDING", "queryScope": s} for s in ("COLLECTION", "COLLECTION_GROUP")]
     for override in json.loads(path.read_text()).get("fieldOverrides", []):
         if (override["collectionGroup"], override["fieldPath"]) == (group, field) and "indexes" in override:
@@ -65,9 +60,9 @@ DEFAULT_REVISIONS = [
 ]
 
 
-def _revisions(service: str) -> list[dict[str, object]]:
+def _revisions(env: Mapping[str, str], service: str) -> list[dict[str, object]]:
     """The service's revisions as ``gcloud run revisions list --format=json`` prints them."""
-    spec = json.loads(os.environ.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
+    spec = json.loads(env.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
     return [
         {
             "apiVersion": "serving.knative.dev/v1",
@@ -84,8 +79,8 @@ def _revisions(service: str) -> list[dict[str, object]]:
     ]
 
 
-def _service(service: str) -> dict[str, object]:
-    spec = json.loads(os.environ.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
+def _service(env: Mapping[str, str], service: str) -> dict[str, object]:
+    spec = json.loads(env.get("FAKE_GCLOUD_REVISIONS") or json.dumps(DEFAULT_REVISIONS))
     traffic = [
         {"revisionName": f"{service}-{item['suffix']}", "percent": item["percent"]} for item in spec if item["percent"]
     ]
@@ -97,7 +92,7 @@ def _service(service: str) -> dict[str, object]:
     }
 
 
-def answer(argv: list[str], present: bool) -> tuple[int, str]:
+def _gcloud(env: Mapping[str, str], argv: list[str], present: bool) -> tuple[int, str]:
     words = [a for a in argv if not a.startswith("-")]
     fmt = next((a.split("=", 1)[1] for a in argv if a.startswith("--format=")), "")
     if words[:2] == ["auth", "print-access-token"]:
@@ -108,45 +103,32 @@ def answer(argv: list[str], present: bool) -> tuple[int, str]:
         if not present:
             return 1, ""
         if words[:3] == ["run", "services", "describe"]:
-            return 0, json.dumps(_service(words[3]))
+            return 0, json.dumps(_service(env, words[3]))
         if words[:3] == ["firestore", "indexes", "fields"]:
             if "ttlConfig.state" in fmt:
                 return 0, "ACTIVE"
             field = words[words.index("describe") + 1]
             group = next(a.split("=", 1)[1] for a in argv if a.startswith("--collection-group="))
-            return 0, json.dumps(_field(group, field))
+            return 0, json.dumps(_field(env, group, field))
         return 0, "{}"
     if "list" in words:
         if words[:2] == ["services", "list"]:
-            return 0, os.environ.get("FAKE_GCLOUD_APIS", "").replace(",", "\n") if present else ""
+            return 0, env.get("FAKE_GCLOUD_APIS", "").replace(",", "\n") if present else ""
         if words[:3] == ["firestore", "indexes", "composite"]:
-            return 0, _composite_indexes() if present else "[]"
+            return 0, _composite_indexes(env) if present else "[]"
         if "policies" in words:
             return 0, "projects/p/alertPolicies/123" if present else ""
         if words[:3] == ["monitoring", "dashboards", "list"]:
             return 0, "projects/p/dashboards/d-42\tetag-7" if present else ""
         if words[:3] == ["run", "revisions", "list"]:
             service = next(a.split("=", 1)[1] for a in argv if a.startswith("--service="))
-            return 0, json.dumps(_revisions(service)) if present else "[]"
+            return 0, json.dumps(_revisions(env, service)) if present else "[]"
         return 0, ""
     return 0, ""
 
 
-def main() -> int:
-    tool = Path(sys.argv[0]).name
-    argv = sys.argv[1:]
-    stdin_bytes = len(sys.stdin.buffer.read()) if _stdin_needed(tool, argv) else 0
-    with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
-        log.write(json.dumps({"tool": tool, "argv": argv, "stdin_bytes": stdin_bytes}) + "\n")
+def answer(env: Mapping[str, str], tool: str, argv: list[str]) -> tuple[int, str]:
+    """The exit status and standard output of ``tool argv`` in a deploy.sh run with environment ``env``."""
     if tool == "curl":
-        return 0
-    code, out = answer(argv, os.environ.get("FAKE_GCLOUD_MODE") == "present")
-    if out:
-        print(out)
-    if code:
-        print("ERROR: (gcloud) NOT_FOUND: fake resource does not exist", file=sys.stderr)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return 0, ""
+    return _gcloud(env, argv, env.get("FAKE_GCLOUD_MODE") == "present")
