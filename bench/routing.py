@@ -224,7 +224,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         everywhere = PubSubChannel(project, "user-notifications", timeout=10)
         passes = []
-        for name, channel in (("routed", routed), ("broadcast", everywhere)):
+        chosen = [(n, c) for n, c in (("routed", routed), ("broadcast", everywhere)) if n in args.passes]
+        for name, channel in chosen:
             logger.warning("pass %s: %d streams on %d processes", name, args.streams, args.processes)
             passes.append(
                 await _pass(name, servers, channel, users, paths, args.rate, args.duration, args.connect_rate)
@@ -272,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-user", type=int, default=3)
     parser.add_argument("--same-user-rounds", type=int, default=30)
     parser.add_argument("--nchan", action="store_true", help="also measure nginx+nchan at the same load")
+    parser.add_argument(
+        "--passes",
+        type=lambda text: text.split(","),
+        default=["routed", "broadcast"],
+        help="comma-separated, of routed,broadcast (broadcast publishes every message to every process)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "routing.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
