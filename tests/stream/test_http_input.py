@@ -10,6 +10,7 @@ Everything the app answers is ``{"error": {"code", "message"}}`` JSON.
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -88,6 +89,35 @@ def test_a_bad_body_is_a_400_json(server: ManagedProcess, path: str, body: bytes
     headers = {**auth(token_for(ALICE)), "Content-Type": "application/json"}
     response = httpx.post(f"{server.url}{PREFIX}/{path}", content=body, headers=headers, timeout=10)
     _json_error(response, 400, "bad_request")
+
+
+BAD_PREFERENCES = [
+    ("unknown type", b'{"muted_event_types": ["content_generation.exploded"]}', "content_generation.exploded"),
+    ("not a list", b'{"muted_event_types": "content_generation.progress"}', "array"),
+    ("not strings", b'{"muted_event_types": [1]}', "array"),
+    ("unknown field", b'{"muted_event_types": [], "user_id": "bob"}', "user_id"),
+    ("missing", b"{}", "array"),
+    ("not an object", b'["content_generation.progress"]', None),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"), [(b, n) for _, b, n in BAD_PREFERENCES], ids=[name for name, _, _ in BAD_PREFERENCES]
+)
+def test_bad_preferences_are_a_400_that_names_the_fault_and_change_nothing(
+    server: ManagedProcess, body: bytes, named: str | None
+) -> None:
+    user = f"prefs-{uuid.uuid4().hex[:8]}"
+    headers = {**auth(token_for(user)), "Content-Type": "application/json"}
+    url = f"{server.url}{PREFIX}/preferences"
+    saved = httpx.put(url, json={"muted_event_types": ["content_generation.progress"]}, headers=headers, timeout=10)
+    assert saved.status_code == 200, saved.text
+    response = httpx.put(url, content=body, headers=headers, timeout=10)
+    _json_error(response, 400, "bad_request")
+    if named is not None:
+        assert named in response.json()["error"]["message"]
+    after = httpx.get(url, headers=headers, timeout=10)
+    assert after.json() == {"muted_event_types": ["content_generation.progress"]}
 
 
 def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: ManagedProcess) -> None:
