@@ -31,7 +31,7 @@ from tests.support.emulators import PROJECT, EmulatorPair
 from tests.support.events import new_user
 from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import PullSubscription
-from tests.support.sse import EventStream, Tally
+from tests.support.sse import EventStream, Tally, assert_each_event_once_per_stream
 from tests.support.stream import start_stream_service, token_for
 from tests.support.waiting import wait_for
 from tests.support.worker import RetryingWorker
@@ -73,9 +73,6 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
 
     def all_stored(counts: dict[str, int]) -> bool:
         return all(stored(u) >= counts[u] for u in users)
-
-    def has_every(tally: Tally, wanted: set[str]) -> bool:
-        return wanted <= set(tally.titles())
 
     def phase(name: str, wait_each_round: bool) -> None:
         for round_number in range(ROUNDS):
@@ -136,15 +133,7 @@ def test_streams_survive_a_pubsub_restart_and_every_event_arrives_once(
         carol_tally.history.append(carol_tally.stream)
         carol_tally.stream = reconnected
 
-        for tally in tallies:
-            wanted = set(expected[tally.user])
-            wait_for(partial(has_every, tally, wanted), 60, what=f"every event on {tally.user}'s stream")
-        for tally in tallies:
-            tally.stream.wait_event("heartbeat", timeout=10)  # a duplicate would have arrived by now
-            tally.stream.wait_event("heartbeat", timeout=10)
-        for tally in tallies:
-            assert sorted(tally.titles()) == sorted(expected[tally.user]), "each event exactly once per stream"
-            assert {n["user_id"] for n in tally.notifications()} == {tally.user}
+        assert_each_event_once_per_stream(tallies, expected, timeout=60)
         for user in users:
             assert stored(user) == len(expected[user]), "stored exactly once"
 
