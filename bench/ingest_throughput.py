@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bench.servers import group_cpu_seconds
 from devtools import emulators
 from functions.ingest.ingest import PubsubMessage, ingest
 from shared.backends import Backends
@@ -35,22 +36,6 @@ from tests.support.processes import start_function
 from tests.support.pubsub import push_envelope
 
 PROJECT = "bench-project"
-
-
-def _cpu_seconds(group: int) -> float:
-    """CPU of every process in the process group (functions-framework forks gunicorn workers)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group:  # pgrp
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def memory_cpu_per_event(events: int) -> dict[str, float]:
@@ -94,12 +79,12 @@ def emulator_throughput(events: int, concurrency: int) -> dict[str, float]:
             with ThreadPoolExecutor(concurrency) as pool:  # warm-up: clients, connections
                 list(pool.map(deliver, range(20)))
             latencies.clear()
-            cpu_before = _cpu_seconds(server.process.pid)
+            cpu_before = group_cpu_seconds(server.process.pid)
             started = time.perf_counter()
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(deliver, range(events)))
             elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(server.process.pid) - cpu_before
+            cpu = group_cpu_seconds(server.process.pid) - cpu_before
     finally:
         server.stop()
         firestore.stop()

@@ -96,6 +96,11 @@ class _Pools:
         return sum(int(getattr(pool, name)(*args)) for pool in self.pools)
 
 
+def _half(users: Sequence[str], half: int) -> Sequence[str]:
+    middle = len(users) // 2
+    return users[:middle] if half == 0 else users[middle:]
+
+
 def _paths(users: Sequence[str]) -> dict[str, str]:
     from shared.tokens import load_token_settings, mint_token
 
@@ -128,21 +133,27 @@ async def _pass(
 ) -> dict[str, Any]:
     pools = _Pools(servers)
     rss_before = [s.rss_bytes() for s in servers]
+    connect_cpu_before = [s.cpu_seconds() for s in servers]
     # Round-robin: stream n on process n % N, the way a load balancer spreads users.
+    assigned = [[u for n, u in enumerate(users) if n % len(servers) == index] for index in range(len(servers))]
+    rss_half: list[int] = []
+    half_open = 0
     opened = time.monotonic()
-    await asyncio.gather(
-        *(
-            pool.open(
-                [u for n, u in enumerate(users) if n % len(servers) == index],
-                paths.__getitem__,
-                connect_rate / len(servers),
+    for half in (0, 1):
+        await asyncio.gather(
+            *(
+                pool.open(_half(assigned[index], half), paths.__getitem__, connect_rate / len(servers))
+                for index, pool in enumerate(pools.pools)
             )
-            for index, pool in enumerate(pools.pools)
         )
-    )
+        if half == 0:
+            # What the second half adds is what a stream costs, without the process's first growth.
+            rss_half = [s.rss_bytes() for s in servers]
+            half_open = sum(len(pool.established()) for pool in pools.pools)
     connect_seconds = time.monotonic() - opened
     established = [s for pool in pools.pools for s in pool.established()]
     connects = [s.connected_at - s.started for s in established if s.connected_at is not None]
+    connect_cpu = sum(s.cpu_seconds() for s in servers) - sum(connect_cpu_before)
     await asyncio.sleep(1.0)
     rss_after = [s.rss_bytes() for s in servers]
     received_before = [_received(s) for s in servers]
@@ -164,6 +175,8 @@ async def _pass(
         "streams": len(established),
         "connect_seconds": round(connect_seconds, 1),
         "connect_ms": summary_ms(connects),
+        # Everything the processes did while the streams opened (heartbeats of the open ones included).
+        "server_cpu_ms_per_connect": round(connect_cpu * 1e3 / max(1, len(established)), 2),
         "published": publisher.sent,
         "publish_errors": publisher.errors,
         "expected_deliveries": expected,
@@ -178,6 +191,9 @@ async def _pass(
         "server_cpu_us_per_delivery": round(sum(cpu) * 1e6 / max(1, delivered), 1),
         "server_cpu_us_per_received_message": round(sum(cpu) * 1e6 / max(1, sum(received)), 1),
         "rss_per_stream_kb": round((sum(rss_after) - sum(rss_before)) / max(1, len(established)) / 1024, 2),
+        "rss_per_stream_kb_second_half": round(
+            (sum(rss_after) - sum(rss_half)) / max(1, len(established) - half_open) / 1024, 2
+        ),
         "publisher_cpu_s": round(own_cpu_seconds() - client_cpu0, 2),
     }
     for pool in pools.pools:

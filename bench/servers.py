@@ -42,6 +42,22 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float, log: 
     raise RuntimeError(f"server not listening on {port} after {timeout:.0f} s:\n{tail(log)}")
 
 
+def group_cpu_seconds(group: int) -> float:
+    """CPU of every process in a process group (functions-framework's gunicorn workers, an emulator's JVM)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 def tail(path: Path, chars: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]

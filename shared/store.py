@@ -43,8 +43,13 @@ class NotificationStore(ABC):
         """
 
     @abstractmethod
-    def head(self, user_id: str) -> FeedHead:
-        """The numbers of the user's last change and of the last broadcast, and the user's mutes."""
+    def head(self, user_id: str, broadcast_seq: int | None = None) -> FeedHead:
+        """The numbers of the user's last change and of the last broadcast, and the user's mutes.
+
+        ``broadcast_seq``: a broadcast number the caller may use as the head
+        (it receives every later broadcast live); the broadcast head is then
+        not read and this number stands in its place.
+        """
 
     @abstractmethod
     def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:

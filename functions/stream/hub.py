@@ -78,6 +78,11 @@ class Hub:
         self._inbox_lock = threading.Lock()
         self._overflowed = False
         self._gap_semaphore = asyncio.Semaphore(GAP_REPLAY_CONCURRENCY)
+        # A broadcast number every later broadcast reaches this process after, live:
+        # a replay then reads the user's document only, not the broadcasts' head.
+        # Unknown (None) until a read of the head, and again after a channel gap.
+        self._broadcasts_known: int | None = None
+        self._gaps = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.count = 0
@@ -140,6 +145,8 @@ class Hub:
             metrics.FANOUT_LATENCY.observe(latency)
             metrics.FANOUT_WINDOW.add(latency)
             if message.broadcast:
+                if message.seq is not None and self._broadcasts_known is not None:
+                    self._broadcasts_known = max(self._broadcasts_known, message.seq)
                 for user_id, streams in list(self._users.items()):
                     self._offer(streams, _for_user(message, user_id))
                 continue
@@ -186,6 +193,9 @@ class Hub:
 
     def replay_all(self) -> None:
         metrics.GAP_REPLAYS.inc()
+        # Broadcasts may have been missed: the next replays read the broadcasts' head again.
+        self._broadcasts_known = None
+        self._gaps += 1
         sessions = [s for s in self.sessions() if not s.done]
         logger.warning("channel gap: replaying open streams from the store", extra={"streams": len(sessions)})
         for session in sessions:
@@ -229,8 +239,16 @@ class Hub:
         notification id from before change numbers) is truncated too.
         """
         store = self._store
-        head = await asyncio.to_thread(store.head, user_id)
-        position = (head.user_seq, head.broadcast_seq) if after_cursor == HEAD else parse_cursor(after_cursor)
+        cursor = None if after_cursor == HEAD else parse_cursor(after_cursor)
+        known = self._broadcasts_known
+        if cursor is not None and known is not None and cursor[1] > known:
+            known = None  # the client saw a broadcast this process has not: read the head
+        gaps = self._gaps
+        head = await asyncio.to_thread(store.head, user_id, known)
+        if known is None and gaps == self._gaps:
+            # Read after this process subscribed and with no gap since: every later broadcast arrives live.
+            self._broadcasts_known = max(self._broadcasts_known or 0, head.broadcast_seq)
+        position = (head.user_seq, head.broadcast_seq) if after_cursor == HEAD else cursor
         if position is None or position[0] > head.user_seq or position[1] > head.broadcast_seq:
             return Fetched([], (head.user_seq, head.broadcast_seq), 1, True, head.muted_event_types)
         user, broadcast = position

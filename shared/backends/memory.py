@@ -224,10 +224,11 @@ class MemoryStore(NotificationStore):
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit and page else None)
 
-    def head(self, user_id: str) -> FeedHead:
+    def head(self, user_id: str, broadcast_seq: int | None = None) -> FeedHead:
         with self._lock:
             user = self._users.get(user_id)
-            broadcast_seq = self._broadcasts[-1][0] if self._broadcasts else 0
+            if broadcast_seq is None:
+                broadcast_seq = self._broadcasts[-1][0] if self._broadcasts else 0
             if user is None:
                 return FeedHead(0, broadcast_seq)
             return FeedHead(user.seq, broadcast_seq, user.muted)

@@ -43,7 +43,7 @@ class _RefusingStore(MemoryStore):
         with unavailable_on_error("page", "Firestore"):
             raise self.error
 
-    def head(self, user_id: str) -> FeedHead:
+    def head(self, user_id: str, broadcast_seq: int | None = None) -> FeedHead:
         # Read first by the history (its stream_cursor) and by every stream's replay.
         with unavailable_on_error("feed head", "Firestore"):
             raise self.error

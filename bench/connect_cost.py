@@ -1,0 +1,135 @@
+"""CPU a connect costs the stream process and Firestore, before and after the feed head read one document.
+
+    .venv/bin/python -m bench.connect_cost [--connects 400]  # writes bench/connect_cost.json
+
+On the Firestore emulator (started here), in this one process, alternating
+rounds of each way so machine noise falls on both alike, one connect at a
+time and 16 at once. Both ways run the production classes:
+``FirestoreRegistry.acquire`` (read ``connections/{user}``, conditioned
+write), then the feed head:
+
+- ``before``: ``FirestoreStore.head(user)``: the user document and the
+  broadcasts' head in one ``get_all``, what every connect read until now;
+- ``after``: ``FirestoreStore.head(user, known)``: the user document only, with
+  the broadcast number the process already knows (the hub learns it from its
+  first read and from every live broadcast; see ``Hub.fetch``).
+
+Each way connects a fresh user per connect, as a reconnect storm does.
+Reported per connect: this process's CPU (user + system, all threads, gRPC's
+included), the emulator's CPU (its whole process group), and connects per
+second. On a machine where the emulator shares the cores with the stream
+service, the emulator's share is what bounds the connect rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.servers import ROOT, group_cpu_seconds
+
+RESULT = ROOT / "bench" / "connect_cost.json"
+ROUNDS = 4
+# One connect at a time (the client's own cost), and a storm (how the emulator copes).
+CONCURRENCY = (1, 16)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _measure(connect: Callable[[str], None], users: list[str], threads: int, emulator_group: int) -> list[float]:
+    """[own CPU, emulator CPU, wall] of connecting ``users`` from ``threads`` threads at once."""
+    cpu, emulator, wall = _cpu(), group_cpu_seconds(emulator_group), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(connect, users))
+    return [_cpu() - cpu, group_cpu_seconds(emulator_group) - emulator, time.perf_counter() - wall]
+
+
+def _ways(project: str) -> dict[str, Callable[[str], None]]:
+    from shared.backends.firestore_registry import FirestoreRegistry
+    from shared.backends.firestore_store import FirestoreStore
+
+    store = FirestoreStore(project, timeout=10)
+    registry = FirestoreRegistry(store.client, "bench-instance", 5, 30)
+    registry.start(subscription="")
+    known = store.head("nobody").broadcast_seq
+
+    def before(user: str) -> None:
+        registry.acquire(user, uuid.uuid4().hex)
+        store.head(user)
+
+    def after(user: str) -> None:
+        registry.acquire(user, uuid.uuid4().hex)
+        store.head(user, known)
+
+    return {"before": before, "after": after}
+
+
+def run(connects: int) -> dict[str, Any]:
+    from devtools import emulators
+
+    project = f"bench-connect-{uuid.uuid4().hex[:6]}"
+    emulator = emulators.start("firestore", project)
+    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ.update(emulator.env())
+    try:
+        assert emulator.process is not None
+        group = emulator.process.pid  # started in a session of its own: the JVM is in this group
+        ways = _ways(project)
+        for name, connect in ways.items():  # warm both clients and the emulator's JIT
+            _measure(connect, [f"warm-{name}-{i}" for i in range(100)], 8, group)
+        per_round = max(1, connects // ROUNDS)
+        totals = {(name, threads): [0.0, 0.0, 0.0] for threads in CONCURRENCY for name in ways}
+        for number in range(ROUNDS):
+            for threads in CONCURRENCY:
+                for name, connect in ways.items():
+                    users = [f"{name}-{threads}-{number}-{i}" for i in range(per_round)]
+                    measured = _measure(connect, users, threads, group)
+                    totals[name, threads] = [a + b for a, b in zip(totals[name, threads], measured, strict=True)]
+        count = per_round * ROUNDS
+        return {
+            "connects_per_way_and_concurrency": count,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "ways": [
+                {
+                    "way": name,
+                    "concurrent_connects": threads,
+                    "process_cpu_ms_per_connect": round(1000 * cpu / count, 2),
+                    "emulator_cpu_ms_per_connect": round(1000 * emulator / count, 2),
+                    "connects_per_second": round(count / wall, 1),
+                }
+                for (name, threads), (cpu, emulator, wall) in totals.items()
+            ],
+        }
+    finally:
+        if saved is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+        emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="CPU per connect of the Firestore calls, before vs after")
+    parser.add_argument("--connects", type=int, default=400)
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    result = run(args.connects)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
