@@ -94,11 +94,28 @@ def instance_of(resource_id: str) -> str | None:
     return rest or None
 
 
-def _resume(publisher: pubsub_v1.PublisherClient, topic: str, ordering_key: str) -> None:
+def ordering_key(message: ChannelMessage) -> str:
+    """The user's ordering key for a message without a change number; none ("") for the others.
+
+    A change carries its number, and a stream puts changes in order by number
+    whatever order they arrive in (a gap makes it replay from the store), as it
+    must anyway for changes of one user published by different processes.
+    Without a key those messages batch together across users: one Publish
+    request for many users instead of one per message, and no per-key state in
+    Pub/Sub. Messages of the Redis-shaped ``publish_notification`` /
+    ``publish_batch`` have no number: their order is kept by the key, as Redis
+    kept a channel's order.
+    """
+    return message.user_id if message.seq is None and not message.broadcast else ""
+
+
+def _resume(publisher: pubsub_v1.PublisherClient, topic: str, key: str) -> None:
     """A failed publish pauses its ordering key until resumed; one that timed out is still
     in flight and has paused nothing (resume_publish then raises RuntimeError)."""
+    if not key:
+        return
     with contextlib.suppress(RuntimeError):
-        publisher.resume_publish(topic, ordering_key)
+        publisher.resume_publish(topic, key)
 
 
 class PubSubChannel(Channel):
@@ -156,23 +173,25 @@ class PubSubChannel(Channel):
                 # A registry entry of an instance that is gone (its inbox with it):
                 # nobody listens there, and its clients replay where they reconnect.
                 # NOTIFICATIONS_TOPIC missing is a misconfiguration (backend_error says so).
-                _resume(publisher, topic, message.user_id)
+                _resume(publisher, topic, ordering_key(message))
                 if broadcast:
                     failure = failure or exc
             except Exception as exc:  # noqa: BLE001 - every publish failure is reported below
                 failure = failure or exc
-                _resume(publisher, topic, message.user_id)
+                _resume(publisher, topic, ordering_key(message))
         if failure is not None:
             raise backend_error(failure, f"publish to {topic.rsplit('/', 1)[-1]}", "Pub/Sub") from failure
 
     def _publish_one(
         self, publisher: pubsub_v1.PublisherClient, topic: str, message: ChannelMessage, retry: Retry
     ) -> futures.Future[Any]:
+        key = ordering_key(message)
+
         def send() -> futures.Future[Any]:
             return publisher.publish(  # type: ignore[no-any-return]
                 topic,
                 message.encode(),
-                ordering_key=message.user_id,
+                ordering_key=key,
                 retry=retry,
                 timeout=self._timeout,
                 **message.attributes(),
@@ -182,7 +201,7 @@ class PubSubChannel(Channel):
             return send()
         except PublishToPausedOrderingKeyException:
             # A publish of this user failed after an earlier call stopped waiting for it.
-            publisher.resume_publish(topic, message.user_id)
+            publisher.resume_publish(topic, key)
             return send()
 
     def ping(self) -> None:
