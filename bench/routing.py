@@ -53,11 +53,26 @@ HEARTBEAT = 10
 
 
 class ChannelPublisher(Publisher):
-    """Publishes each tick's notifications the way ingest does: ``Channel.publish_many``, routed."""
+    """Publishes each tick's notifications the way ingest does: ``Channel.publish_many``, routed.
 
-    def __init__(self, pool: StreamPool, users: Sequence[str], rate: float, channel: Any) -> None:
+    Like ingest's, each message carries its change number in the user's feed
+    (1, 2, ... per user: the streams start at the empty feed's head), so it is
+    published without an ordering key and batches with other users' messages.
+    ``numbered=False`` publishes them as the Redis-shaped ``publish_batch`` does:
+    no number, the user as ordering key.
+    """
+
+    def __init__(self, pool: StreamPool, users: Sequence[str], rate: float, channel: Any, numbered: bool) -> None:
         super().__init__(pool, users, rate)
         self.channel = channel
+        self.numbered = numbered
+        self.numbers: dict[str, int] = {}
+
+    def _number(self, user: str) -> int | None:
+        if not self.numbered:
+            return None
+        self.numbers[user] = self.numbers.get(user, 0) + 1
+        return self.numbers[user]
 
     async def connect(self) -> None:
         return None
@@ -65,7 +80,9 @@ class ChannelPublisher(Publisher):
     async def send(self, batch: list[tuple[str, dict[str, Any]]], now: float) -> None:
         from shared.channel import ChannelMessage
 
-        messages = [ChannelMessage(user, "notification", body, sent_at=now) for user, body in batch]
+        messages = [
+            ChannelMessage(user, "notification", body, sent_at=now, seq=self._number(user)) for user, body in batch
+        ]
         try:
             await asyncio.to_thread(self.channel.publish_many, messages)
         except Exception:  # a failed publish is counted, the run goes on
@@ -130,6 +147,7 @@ async def _pass(
     rate: float,
     duration: float,
     connect_rate: float,
+    numbered: bool,
 ) -> dict[str, Any]:
     pools = _Pools(servers)
     rss_before = [s.rss_bytes() for s in servers]
@@ -159,7 +177,7 @@ async def _pass(
     received_before = [_received(s) for s in servers]
     cpu_before = [s.cpu_seconds() for s in servers]
     client_cpu0 = own_cpu_seconds()
-    publisher = ChannelPublisher(pools.pools[0], users, rate, channel)
+    publisher = ChannelPublisher(pools.pools[0], users, rate, channel, numbered)
     await publisher.run(duration)
     expected = sum(pool.expected(publisher.per_user) for pool in pools.pools)
     deadline = time.monotonic() + 30
@@ -171,6 +189,7 @@ async def _pass(
     latencies = [x for pool in pools.pools for x in pool.latencies]
     result = {
         "pass": name,
+        "messages": "numbered, as ingest publishes them" if numbered else "numberless, as publish_batch",
         "processes": len(servers),
         "streams": len(established),
         "connect_seconds": round(connect_seconds, 1),
@@ -244,7 +263,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, channel in chosen:
             logger.warning("pass %s: %d streams on %d processes", name, args.streams, args.processes)
             passes.append(
-                await _pass(name, servers, channel, users, paths, args.rate, args.duration, args.connect_rate)
+                await _pass(
+                    name, servers, channel, users, paths, args.rate, args.duration, args.connect_rate, args.numbered
+                )
             )
         same_user_users = [f"same-{n}" for n in range(args.same_user_rounds)]
         same_paths = _paths(same_user_users)
@@ -252,8 +273,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         routed.close()
         everywhere.close()
         store.close()
+        logged: dict[str, int] = {}
+        for server in servers:
+            for message, count in server.log_messages().items():
+                logged[message] = logged.get(message, 0) + count
         result: dict[str, Any] = {
             "passes": passes,
+            "server_warnings": logged,
             "connect_same_user_ms": {"streams_per_user": args.same_user, **summary_ms(same_user)},
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
@@ -294,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: text.split(","),
         default=["routed", "broadcast"],
         help="comma-separated, of routed,broadcast (broadcast publishes every message to every process)",
+    )
+    parser.add_argument(
+        "--numberless",
+        dest="numbered",
+        action="store_false",
+        help="publish as publish_batch does (no change numbers, the user as ordering key), not as ingest does",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "routing.json"))
     args = parser.parse_args(argv)

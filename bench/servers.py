@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -111,6 +112,23 @@ class Server:
             fields = text[text.rindex(")") + 2 :].split()
             total += int(fields[11]) + int(fields[12])
         return total / _TICK
+
+    def log_messages(self, severities: tuple[str, ...] = ("WARNING", "ERROR", "CRITICAL")) -> dict[str, int]:
+        """How often each message of those severities is in the server's JSON log so far."""
+        counts: dict[str, int] = {}
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return counts
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("severity") in severities:
+                key = f"{entry['severity']}: {entry.get('message')}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -41,7 +41,7 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.protobuf import duration_pb2
-from google.pubsub_v1.types import StreamingPullRequest
+from google.pubsub_v1.types import StreamingPullRequest, StreamingPullResponse
 
 from shared.backends.google_errors import backend_error
 from shared.backends.pubsub_dead_letters import PubSubDeadLetters  # noqa: F401 - moved there; importable here
@@ -296,7 +296,9 @@ class _PullStream:
                 self.healthy.set()
                 for response in self._call:
                     attempt = 0
-                    received = response.received_messages
+                    # The raw protobuf: reading fields through the proto-plus wrapper
+                    # cost about 40 us per message, a third of the whole receive.
+                    received = StreamingPullResponse.pb(response).received_messages
                     if received:
                         self._owner.deliver(received)
                         acks.put([m.ack_id for m in received])
@@ -397,6 +399,7 @@ class InstanceSubscription(Subscription):
         return True
 
     def deliver(self, received: Sequence[Any]) -> None:
+        """Decode one response's messages (raw protobuf ``ReceivedMessage``) and hand them over as one batch."""
         batch: list[ChannelMessage] = []
         for item in received:
             message = item.message
