@@ -44,17 +44,19 @@ def cost_section(pipeline: dict[str, Any], prices_path: Path = PRICES) -> dict[s
     note = counts["notifications"]
     per_notification = {k: v / published for k, v in _firestore(note, ("ingest",)).items()}
     per_notification["firestore.reads"] += _role(note, "stream", "firestore.reads") / published
-    # Pub/Sub: the worker's publish, the push to ingest, the channel publish, one delivery per instance.
+    # Pub/Sub: the worker's publish, the push to ingest, the channel publish, and one delivery to
+    # each instance that holds the user's streams (routed: the one instance of the run held them
+    # all, as one instance holds a user with one stream, whatever the fleet's size).
     channel_publishes = _role(note, "ingest", "pubsub.publishes") / published
     pushes = _role(note, "ingest", "pubsub.push_deliveries") / published
-    pulls = _role(note, "stream", "pubsub.pull_deliveries") / published  # per instance (one ran)
+    pulls = _role(note, "stream", "pubsub.pull_deliveries") / published
     per_notification["pubsub.publishes"] = 1 + channel_publishes
-    per_notification["pubsub.deliveries"] = pushes + pulls * instances
+    per_notification["pubsub.deliveries"] = pushes + pulls
     billable = (
         minimum  # the worker's publish request (at least 1,000 bytes)
         + _role(note, "ingest", "pubsub.publish_billable_bytes") / published
         + _role(note, "ingest", "pubsub.push_billable_bytes") / published
-        + instances * _role(note, "stream", "pubsub.pull_billable_bytes") / published
+        + _role(note, "stream", "pubsub.pull_billable_bytes") / published
     )
     per_notification["pubsub.billable_kb"] = billable / 1000
 
@@ -150,8 +152,8 @@ def cost_section(pipeline: dict[str, Any], prices_path: Path = PRICES) -> dict[s
         "notes": [
             "Counted in the processes the bench started by wrapping the google-cloud clients (bench/cost_hook.py):"
             " Firestore documents per commit, query and batch get; Pub/Sub messages and request sizes.",
-            "Every stream instance receives every channel message (one subscription per instance), so channel"
-            " deliveries per notification scale with the number of instances.",
+            "The channel is routed: a notification is delivered to the instances that hold its user's streams"
+            " (one in the run), whatever the number of instances; a user with no stream costs no delivery.",
             "Free tiers are not subtracted for Firestore (50k reads, 20k writes, 20k deletes a day); Pub/Sub's"
             " 10 GiB are. TTL expiry deletes (2 per notification) are from the layout, not measured in the run.",
             "Cloud Run, Cloud Functions and Cloud Scheduler compute are not included.",

@@ -8,7 +8,7 @@ commit counts its writes and deletes, a query or a batch get counts the
 documents it returns (a query returning none still costs one read).
 
 Optionally (BENCH_INGEST_TIMINGS=1) it wraps ``functions.ingest.ingest.ingest`` and
-the public methods it calls (the store's ``persist``, the channel's ``publish_many``)
+the public methods it calls (the store's ``apply``, the channel's ``publish_many``)
 to record where each delivery's time goes. Every 0.5 s the process writes its counts to
 ``$BENCH_HOOK_DIR/<pid>.json`` and appends new timings to ``<pid>.timings.jsonl``.
 """
@@ -142,8 +142,9 @@ def _message_bytes(data: bytes, attributes: dict[str, Any]) -> int:
 
 def _patch_pubsub() -> None:
     from google.cloud.pubsub_v1 import PublisherClient
-    from google.cloud.pubsub_v1.subscriber import message as subscriber_message
     from google.pubsub_v1.services.publisher import client as publisher_gapic
+
+    from shared.backends.pubsub_channel import InstanceSubscription
 
     publish = PublisherClient.publish
 
@@ -168,18 +169,20 @@ def _patch_pubsub() -> None:
 
     publisher_gapic.PublisherClient.publish = counted_request  # type: ignore[method-assign]
 
-    init = subscriber_message.Message.__init__
+    # The stream service's own streaming pull hands each response's messages to deliver().
+    deliver = InstanceSubscription.deliver
 
-    @functools.wraps(init)
-    def counted_init(self: Any, message: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, message, *args, **kwargs)
-        size = _message_bytes(bytes(message.data), dict(message.attributes))
-        count("pubsub.pull_deliveries")
-        count("pubsub.pull_bytes", size)
-        # Streaming pull responses usually carry one message at this rate; billed at least 1 KB each.
-        count("pubsub.pull_billable_bytes", max(size, 1000))
+    @functools.wraps(deliver)
+    def counted_deliver(self: Any, received: Any) -> None:
+        for item in received:
+            size = _message_bytes(bytes(item.message.data), dict(item.message.attributes))
+            count("pubsub.pull_deliveries")
+            count("pubsub.pull_bytes", size)
+            # Streaming pull responses usually carry one message at this rate; billed at least 1 KB each.
+            count("pubsub.pull_billable_bytes", max(size, 1000))
+        deliver(self, received)
 
-    subscriber_message.Message.__init__ = counted_init  # type: ignore[method-assign]
+    InstanceSubscription.deliver = counted_deliver  # type: ignore[method-assign]
 
 
 _PHASES = threading.local()
@@ -206,7 +209,7 @@ def _patch_ingest() -> None:
     from shared.backends.firestore_store import FirestoreStore
     from shared.backends.pubsub_channel import PubSubChannel
 
-    _timed(FirestoreStore, "persist", "persist")
+    _timed(FirestoreStore, "apply", "persist")
     _timed(PubSubChannel, "publish_many", "publish")
     original = ingest_module.ingest
 

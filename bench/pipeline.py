@@ -240,7 +240,7 @@ async def _drive(
     stages: dict[str, list[float]] = {
         "worker publish -> ingest start (Pub/Sub push)": [],
         "ingest validate": [],
-        "ingest persist (Firestore commit)": [],
+        "ingest apply (Firestore transaction)": [],
         "ingest publish (channel topic)": [],
         "ingest end -> SSE receive (Pub/Sub + stream)": [],
     }
@@ -250,7 +250,7 @@ async def _drive(
             continue
         stages["worker publish -> ingest start (Pub/Sub push)"].append(t["start"] - sent_at)
         stages["ingest validate"].append(t.get("validate", 0.0))
-        stages["ingest persist (Firestore commit)"].append(t.get("persist", 0.0))
+        stages["ingest apply (Firestore transaction)"].append(t.get("persist", 0.0))
         stages["ingest publish (channel topic)"].append(t.get("publish", 0.0))
         if key in received:
             stages["ingest end -> SSE receive (Pub/Sub + stream)"].append(received[key] - t["end"])
