@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tests.support.fuzzing import examples
 from tests.support.processes import ManagedProcess
-from tests.support.stream import SECRET, start_stream_service, token_for
+from tests.support.stream import SECRET, token_for
 
 PREFIX = "/api/v1/notifications"
 USER = "fuzz-user"
@@ -37,15 +37,8 @@ FUZZ = settings(max_examples=examples(250), deadline=None, suppress_health_check
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ManagedProcess]:
-    process = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: ManagedProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+def client(memory_service: ManagedProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=memory_service.url, timeout=10) as http:
         yield http
 
 
