@@ -152,6 +152,15 @@ class FakeCloud:
                 calls = list(answers.calls)
         return DeployRun(result, calls)
 
+    def first_run(self, secret_file: Path | None = None) -> DeployRun:
+        """A whole deploy into an empty project (``--jwt-secret-file`` when ``secret_file``), which must succeed."""
+        args = ["--project", PROJECT, "--region", REGION]
+        if secret_file is not None:
+            args += ["--jwt-secret-file", str(secret_file)]
+        run = self.run(*args, mode="missing")
+        assert run.result.returncode == 0, run.result.stderr[-3000:]
+        return run
+
 
 
 def flag(call: Call, name: str) -> Any:
