@@ -43,8 +43,14 @@ test: install
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # A tenth of each property test's examples (tests/support/fuzzing.py); make test runs them all.
+# Two pytest workers (pytest-xdist), each taking the next test when idle: the tests of the fast selection
+# start their own servers and wait on timeouts, leaving a core idle when run one at a time.
+# PYTEST_ARGS="-n 0" runs them in this process (for --pdb, or to time one test alone).
+FAST_WORKERS ?= 2
+
 test-fast: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -m "not emulator and not browser and not gcloud" --hypothesis-profile=quick $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not emulator and not browser and not gcloud" --hypothesis-profile=quick \
+	  -n $(FAST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check shared devtools functions tests bench ops
