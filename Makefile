@@ -1,5 +1,5 @@
 # make test  - install what the tests need, then run every test (the tests start the emulators)
-# make test-fast - every test that needs none of the emulators, Chromium and the gcloud SDK (see README "Tests")
+# make test-fast - every test that needs none of the emulators, Chromium and the gcloud SDK, fewer Hypothesis examples (see README "Tests")
 # make run   - start the whole system locally (see README)
 # make bench - measure performance and cost (see docs/benchmarks.md)
 # make scale - cost and limits at 10k/100k/1M users, on paper (docs/scale.md)
@@ -35,11 +35,22 @@ web-deps:
 web: web-deps
 	cd $(WEB) && npm run build
 
+# Python's default, bytecode caches (__pycache__/, ignored by git), even where the environment turns them
+# off: else every run, and every server a test starts, compiles the repository's modules again.
+TEST_ENV := PYTHONDONTWRITEBYTECODE=
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# A tenth of each property test's examples (tests/support/fuzzing.py); make test runs them all.
+# Two pytest workers (pytest-xdist), each taking the next test when idle: the tests of the fast selection
+# start their own servers and wait on timeouts, leaving a core idle when run one at a time.
+# PYTEST_ARGS="-n 0" runs them in this process (for --pdb, or to time one test alone).
+FAST_WORKERS ?= 2
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not emulator and not browser and not gcloud" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not emulator and not browser and not gcloud" --hypothesis-profile=quick \
+	  -n $(FAST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check shared devtools functions tests bench ops

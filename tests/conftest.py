@@ -21,12 +21,15 @@ from shared.config import reset_settings
 from tests.support import missing
 from tests.support.emulators import PROJECT, EmulatorPair, require_emulators
 from tests.support.events import new_user as unique_user
+from tests.support.fuzzing import register_profiles
 from tests.support.processes import ManagedProcess, start_function
 from tests.support.pubsub import InstanceTap, PullSubscription
 
 # The tests are a development run: the only mode allowed the public development JWT
 # secret (tests that check its refusal pass their own environment).
 os.environ.setdefault("NOTIFICATIONS_LOCAL_MODE", "true")
+# Before pytest loads the Hypothesis profile that --hypothesis-profile names (make test-fast: quick).
+register_profiles()
 
 # A fixture that needs infrastructure, and the marker of every test that uses it, directly
 # or through other fixtures, so that -m "not emulator and not browser and not gcloud" leaves them all out.

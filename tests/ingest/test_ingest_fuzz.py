@@ -22,6 +22,7 @@ from shared.backends.memory import MemoryChannel, MemoryDeadLetters, MemoryStore
 from shared.config import load_settings
 from shared.events import EVENT_TYPES
 from tests.support.events import valid_event
+from tests.support.fuzzing import examples
 
 SETTINGS = load_settings({"NOTIFICATIONS_BACKEND": "memory"})
 # SPEC section 2's limits, written here rather than read from the validator.
@@ -145,7 +146,7 @@ def _spec_problems(notification: dict[str, Any]) -> list[str]:
     return problems
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=raw_data, attrs=attributes)
 def test_ingest_never_raises_and_never_stores_invalid(data: bytes, attrs: dict[str, str]) -> None:
     backends, channel, dead_letters = _memory()
@@ -163,7 +164,7 @@ def test_ingest_never_raises_and_never_stores_invalid(data: bytes, attrs: dict[s
         assert _spec_problems(message.data) == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(body=bodies)
 def test_valid_looking_bodies_either_store_or_dead_letter_exactly_once(body: dict[str, Any]) -> None:
     backends, _, _ = _memory()
@@ -190,7 +191,7 @@ def _with(name: str, value: Any) -> dict[str, Any]:
 one_broken_field = st.sampled_from(sorted(BROKEN)).flatmap(lambda name: BROKEN[name].map(lambda v: (name, v)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(case=one_broken_field)
 def test_one_bad_field_is_caught_and_named(case: tuple[str, Any]) -> None:
     name, value = case
@@ -204,7 +205,7 @@ def test_one_bad_field_is_caught_and_named(case: tuple[str, Any]) -> None:
     assert backends.store.page("fuzz-user", 10).notifications == []
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.fixed_dictionaries(WITHIN))
 def test_an_event_within_every_rule_is_stored_as_sent(body: dict[str, Any]) -> None:
     backends, channel, dead_letters = _memory()
@@ -250,7 +251,7 @@ def poison_bodies(draw: st.DrawFn) -> bytes:
     return text.encode()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=poison_bodies(), attribute_count=st.sampled_from([0, 1, 99, 100]))
 def test_poison_events_end_once_stored_or_dead_lettered(data: bytes, attribute_count: int) -> None:
     backends, _, _ = _memory()

@@ -17,6 +17,7 @@ from shared.backends.firestore_store import FirestoreStore
 from shared.backends.memory import MemoryChannel, MemoryDeadLetters
 from shared.config import Settings
 from tests.support.events import valid_event
+from tests.support.fuzzing import examples
 
 metadata_values = st.recursive(
     st.none()
@@ -41,7 +42,9 @@ def _storable(value: Any) -> bool:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(metadata=st.dictionaries(st.text(max_size=10), metadata_values, max_size=4), title=texts, message=texts)
 def test_stored_notifications_read_back_unchanged(

@@ -22,15 +22,6 @@ SA = {
 }
 
 
-def first_run(cloud: FakeCloud, secret_file: Path | None = None) -> DeployRun:
-    args = ["--project", PROJECT, "--region", REGION]
-    if secret_file is not None:
-        args += ["--jwt-secret-file", str(secret_file)]
-    run = cloud.run(*args, mode="missing")
-    assert run.result.returncode == 0, run.result.stderr[-3000:]
-    return run
-
-
 def gcloud_calls(run: DeployRun) -> list[list[str]]:
     return [c.argv for c in run.calls if c.tool == "gcloud"]
 
@@ -40,7 +31,7 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     secret_file = tmp_path / "jwt-secret"
     secret_file.write_text(secret_value)
 
-    run = first_run(cloud, secret_file)
+    run = cloud.first_run(secret_file)
 
     everything = "\n".join(c.line for c in run.calls)
     assert secret_value not in everything and secret_value not in run.result.stdout + run.result.stderr
@@ -217,15 +208,8 @@ def test_first_run_creates_every_resource_with_the_flags_that_matter(cloud: Fake
     assert flag(dashboard, "config-from-file") == str(ROOT / "ops" / "dashboards" / "notifications.json")
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[FakeCloud, DeployRun]:
-    """One first run without a secret file, which the tests below only read."""
-    cloud = FakeCloud(tmp_path_factory.mktemp("cloud"))
-    return cloud, first_run(cloud)
-
-
-def test_the_staged_folders_hold_main_shared_and_requirements(deployed: tuple[FakeCloud, DeployRun]) -> None:
-    cloud, _ = deployed
+def test_the_staged_folders_hold_main_shared_and_requirements(first_deploy: tuple[FakeCloud, DeployRun]) -> None:
+    cloud, _ = first_deploy
     for name in ("ingest", "cleanup"):
         folder = cloud.build / name
         assert (folder / "main.py").read_text() == (ROOT / "functions" / name / "main.py").read_text()
@@ -236,8 +220,8 @@ def test_the_staged_folders_hold_main_shared_and_requirements(deployed: tuple[Fa
     assert (stream / "Procfile").read_text().startswith("web: python -m functions.stream.serve")
 
 
-def test_a_generated_secret_goes_through_stdin(deployed: tuple[FakeCloud, DeployRun]) -> None:
-    _, run = deployed
+def test_a_generated_secret_goes_through_stdin(first_deploy: tuple[FakeCloud, DeployRun]) -> None:
+    _, run = first_deploy
     secret = run.one("secrets", "create", "notifications-jwt-secret")
     assert flag(secret, "data-file") == "-" and secret.stdin_bytes >= 32
 

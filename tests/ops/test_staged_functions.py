@@ -24,7 +24,7 @@ from shared.config import load_settings
 from tests.support import ROOT
 from tests.support.emulators import EmulatorPair
 from tests.support.events import valid_event
-from tests.support.fake_cloud import FakeCloud
+from tests.support.fake_cloud import DeployRun, FakeCloud
 from tests.support.processes import ManagedProcess, start_server
 from tests.support.pubsub import push_envelope
 from tests.support.waiting import wait_for
@@ -47,11 +47,9 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployed_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+def deployed_env(first_deploy: tuple[FakeCloud, DeployRun]) -> dict[str, dict[str, str]]:
     """The environment deploy.sh gives each function and the service (read from a stand-in gcloud run)."""
-    cloud = FakeCloud(tmp_path_factory.mktemp("cloud"))
-    run = cloud.run("--project", "prod-project", mode="missing")
-    assert run.result.returncode == 0, run.result.stderr[-2000:]
+    _, run = first_deploy
     found = {}
     for name in ("notifications-ingest", "notifications-cleanup", "notifications-stream"):
         [call] = [c for c in run.calls if "deploy" in c.argv and name in c.argv]

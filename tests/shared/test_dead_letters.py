@@ -30,6 +30,7 @@ from shared.backends.pubsub_dead_letters import (
     stub_dead_letter,
 )
 from shared.config import Settings
+from tests.support.fuzzing import examples
 from tests.support.pubsub import PullSubscription
 
 TOPIC = "projects/p/topics/content-generation-events-dead-letter"
@@ -102,7 +103,7 @@ bodies = st.binary(max_size=300) | st.integers(0, 400_000).map(lambda n: b"x" * 
 
 # Large examples are the point here; Hypothesis warns when it writes one out (an error under our settings).
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=bodies, attributes=st.dictionaries(keys, values, max_size=110), limit=st.integers(140_000, 400_000))
 def test_whatever_comes_in_the_dead_letter_fits_and_cuts_only_what_it_names(
     data: bytes, attributes: dict[str, str], limit: int

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.logs import configure_logging, redact, reset_trace, set_trace
+from tests.support.fuzzing import examples
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLXZhbHVl"
 
@@ -96,7 +97,7 @@ def test_a_harmless_escape_is_left_as_it_came() -> None:
     assert redact("GET /notifications?limit=20&q=100%25%20done") == "GET /notifications?limit=20&q=100%25%20done"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     name=st.sampled_from(["token", "access_token", "ticket"]),
     value=st.sampled_from([TOKEN, "opaque-not-a-jwt-value"]),

@@ -18,6 +18,7 @@ from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm, RSAPSSAlgor
 from functions.stream.config import load_stream_settings
 from shared.errors import AuthError, ConfigError
 from shared.tokens import load_token_settings, mint_token, verify_token
+from tests.support.fuzzing import examples
 
 SETTINGS = load_stream_settings({"JWT_SECRET": "fuzz-secret-0123456789abcdefghijklmnop"})
 VALID = mint_token("u1", SETTINGS, ttl_seconds=3600)
@@ -43,7 +44,7 @@ def test_the_unmutated_token_is_accepted() -> None:
     assert verify_token(VALID, SETTINGS).user_id == "u1"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(position=st.integers(0, len(VALID) - 1), replacement=st.sampled_from(ALPHABET))
 def test_any_single_character_change_is_refused(position: int, replacement: str) -> None:
     mutated = VALID[:position] + replacement + VALID[position + 1 :]
@@ -52,7 +53,7 @@ def test_any_single_character_change_is_refused(position: int, replacement: str)
     assert _refused(mutated)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(cut=st.integers(0, len(VALID) - 1), tail=st.text(alphabet=ALPHABET, max_size=10))
 def test_truncated_or_extended_tokens_are_refused(cut: int, tail: str) -> None:
     mutated = VALID[:cut] + tail
@@ -60,7 +61,7 @@ def test_truncated_or_extended_tokens_are_refused(cut: int, tail: str) -> None:
     assert _refused(mutated)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     claims=st.fixed_dictionaries(
         {"sub": st.text(max_size=10) | st.integers()},
@@ -153,7 +154,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(
     verifier=st.sampled_from(sorted(VERIFIERS)),
     alg=header_algs,

@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.errors import InvalidEventError
 from shared.events import MAX_USER_ID, validate_user_id
 from tests.support.events import valid_event
+from tests.support.fuzzing import examples
 
 EDGES = [
     "\ud800",
@@ -48,7 +49,9 @@ any_text = st.text(st.characters(exclude_categories=()) | st.characters(min_code
 
 
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=examples(80),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(user_id=st.sampled_from(EDGES) | any_text)
 def test_an_accepted_user_id_is_stored_and_read_back_by_firestore(settings: Settings, user_id: str) -> None:

@@ -23,6 +23,15 @@ def stream_server(emulators_session: EmulatorPair, settings: Settings) -> Iterat
     server.stop()
 
 
+@pytest.fixture(scope="package")
+def memory_service() -> Iterator[ManagedProcess]:
+    """The service on the memory backends, for the modules whose tests only send it requests (fuzz, bad input,
+    the head bound): one process for them all instead of one each."""
+    server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def publish(settings: Settings, push_subscription: PullSubscription) -> Callable[..., str]:
     """Publish a content event for ``user`` to CONTENT_EVENTS_TOPIC (the ingest function stores it)."""

@@ -32,8 +32,8 @@ def _rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
-def _metric(server: ManagedProcess, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+def _metric(client: httpx.Client, server: ManagedProcess, name: str) -> float:
+    text = client.get(f"{server.url}/metrics", timeout=5).text
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
@@ -48,8 +48,15 @@ def memory_server() -> Iterator[ManagedProcess]:
     server.stop()
 
 
-def _inject(server: ManagedProcess, messages: list[dict[str, object]]) -> None:
-    response = httpx.post(f"{server.url}/internal/bench/inject", json=messages, timeout=30)
+# One client for the module: a new httpx client loads the CA bundle, 60 ms, and these tests make 50 calls.
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as http:
+        yield http
+
+
+def _inject(client: httpx.Client, server: ManagedProcess, messages: list[dict[str, object]]) -> None:
+    response = client.post(f"{server.url}/internal/bench/inject", json=messages)
     assert response.status_code == 200 and response.json() == {"accepted": len(messages)}
 
 
@@ -65,20 +72,20 @@ def _notification(user: str, number: int, size: int = 10) -> dict[str, object]:
 
 
 def test_a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded(
-    memory_server: ManagedProcess, new_user: Callable[[], str]
+    memory_server: ManagedProcess, client: httpx.Client, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
-    before_cuts = _metric(memory_server, "sse_slow_consumer_total")
+    before_cuts = _metric(client, memory_server, "sse_slow_consumer_total")
     with EventStream(memory_server.url + STREAM, token=token_for(user)) as stream:
         stream.wait_event("connection.established")
         stream.pause()
         rss_before = _rss_bytes(memory_server.process.pid)
         injected = 0
         for batch in range(40):  # 40 x 20 x 50 kB = 40 MB offered to one stalled stream
-            _inject(memory_server, [_notification(user, batch * 20 + i, PAYLOAD) for i in range(20)])
+            _inject(client, memory_server, [_notification(user, batch * 20 + i, PAYLOAD) for i in range(20)])
             injected += 20
         rss_after = _rss_bytes(memory_server.process.pid)
-        assert _metric(memory_server, "sse_slow_consumer_total") == before_cuts + 1
+        assert _metric(client, memory_server, "sse_slow_consumer_total") == before_cuts + 1
         # What a stalled client can pin: its queue, one write and the socket buffers (kernel memory).
         assert rss_after - rss_before < 25 * 1024 * 1024, (rss_before, rss_after)
         stream.resume()
@@ -91,7 +98,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded(
 
 
 def test_the_injection_hook_reaches_only_the_named_user(
-    memory_server: ManagedProcess, new_user: Callable[[], str]
+    memory_server: ManagedProcess, client: httpx.Client, new_user: Callable[[], str]
 ) -> None:
     alice, bob = new_user(), new_user()
     with (
@@ -101,12 +108,12 @@ def test_the_injection_hook_reaches_only_the_named_user(
         mine.wait_event("connection.established")
         other.wait_event("connection.established")
         message = _notification(alice, 0)
-        _inject(memory_server, [message, message])  # a duplicate is sent once
+        _inject(client, memory_server, [message, message])  # a duplicate is sent once
         assert mine.wait_event("notification").json() == message["data"]
         other.wait_event("heartbeat")
         mine.wait_event("heartbeat")
         assert len(mine.of_type("notification")) == 1 and other.of_type("notification") == []
-    bad = httpx.post(f"{memory_server.url}/internal/bench/inject", json=[{"user_id": alice}], timeout=5)
+    bad = client.post(f"{memory_server.url}/internal/bench/inject", json=[{"user_id": alice}], timeout=5)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
 
 

@@ -46,7 +46,8 @@ PUBLIC_PEM = (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
+# Module-scoped, so that rs256_client can be: one event loop for the module's tests.
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
 
@@ -55,7 +56,9 @@ def _memory() -> Backends:
     return Backends(MemoryStore(), MemoryChannel(), MemoryDeadLetters())
 
 
-@pytest.fixture
+# One service for the module: each lifespan collects the test process's whole heap (tune_gc), 0.2 s
+# a time, and these tests only send requests, none of which changes what another one sees.
+@pytest.fixture(scope="module")
 async def rs256_client() -> AsyncIterator[httpx.AsyncClient]:
     settings = load_stream_settings(
         {

@@ -24,27 +24,21 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.support.fuzzing import examples
 from tests.support.processes import ManagedProcess
-from tests.support.stream import SECRET, start_stream_service, token_for
+from tests.support.stream import SECRET, token_for
 
 PREFIX = "/api/v1/notifications"
 USER = "fuzz-user"
 VALID = token_for(USER, ttl=3600)
 PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 AUTH_CODES = {"unauthorized", "token_expired", "forbidden"}
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ManagedProcess]:
-    process = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: ManagedProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+def client(memory_service: ManagedProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=memory_service.url, timeout=10) as http:
         yield http
 
 
@@ -115,7 +109,7 @@ def _send(client: httpx.Client, method: str, path: str, body: Any, token: str, i
     return response
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(token=tokens, endpoint=st.sampled_from(ENDPOINTS), in_header=st.booleans())
 def test_every_mutated_token_is_refused_with_json_on_every_endpoint(
     client: httpx.Client, token: str, endpoint: tuple[str, str, Any], in_header: bool

@@ -30,11 +30,16 @@ STREAM = f"{PREFIX}/stream"
 ALICE = "alice-http-input"
 
 
+@pytest.fixture
+def server(memory_service: ManagedProcess) -> ManagedProcess:
+    return memory_service
+
+
+# One client for the module: a new httpx client loads the CA bundle, 60 ms, more than most of these tests take.
 @pytest.fixture(scope="module")
-def server() -> Iterator[ManagedProcess]:
-    process = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
-    yield process
-    process.stop()
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as http:
+        yield http
 
 
 def _json_error(response: httpx.Response, status: int, code: str | None = None) -> None:
@@ -46,9 +51,9 @@ def _json_error(response: httpx.Response, status: int, code: str | None = None) 
         assert error["code"] == code
 
 
-def _healthy(server: ManagedProcess) -> None:
+def _healthy(server: ManagedProcess, client: httpx.Client) -> None:
     assert server.process.poll() is None, "the process died"
-    assert httpx.get(f"{server.url}{PREFIX}/health", timeout=10).status_code == 200
+    assert client.get(f"{server.url}{PREFIX}/health").status_code == 200
 
 
 def _raw(server: ManagedProcess, request: bytes) -> bytes:
@@ -85,9 +90,9 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("body", [b for _, b in BAD_BODIES], ids=[name for name, _ in BAD_BODIES])
 @pytest.mark.parametrize("path", ["mark-read", "mark-unread"])
-def test_a_bad_body_is_a_400_json(server: ManagedProcess, path: str, body: bytes) -> None:
+def test_a_bad_body_is_a_400_json(server: ManagedProcess, client: httpx.Client, path: str, body: bytes) -> None:
     headers = {**auth(token_for(ALICE)), "Content-Type": "application/json"}
-    response = httpx.post(f"{server.url}{PREFIX}/{path}", content=body, headers=headers, timeout=10)
+    response = client.post(f"{server.url}{PREFIX}/{path}", content=body, headers=headers)
     _json_error(response, 400, "bad_request")
 
 
@@ -105,34 +110,36 @@ BAD_PREFERENCES = [
     ("body", "named"), [(b, n) for _, b, n in BAD_PREFERENCES], ids=[name for name, _, _ in BAD_PREFERENCES]
 )
 def test_bad_preferences_are_a_400_that_names_the_fault_and_change_nothing(
-    server: ManagedProcess, body: bytes, named: str | None
+    server: ManagedProcess, client: httpx.Client, body: bytes, named: str | None
 ) -> None:
     user = f"prefs-{uuid.uuid4().hex[:8]}"
     headers = {**auth(token_for(user)), "Content-Type": "application/json"}
     url = f"{server.url}{PREFIX}/preferences"
-    saved = httpx.put(url, json={"muted_event_types": ["content_generation.progress"]}, headers=headers, timeout=10)
+    saved = client.put(url, json={"muted_event_types": ["content_generation.progress"]}, headers=headers)
     assert saved.status_code == 200, saved.text
-    response = httpx.put(url, content=body, headers=headers, timeout=10)
+    response = client.put(url, content=body, headers=headers)
     _json_error(response, 400, "bad_request")
     if named is not None:
         assert named in response.json()["error"]["message"]
-    after = httpx.get(url, headers=headers, timeout=10)
+    after = client.get(url, headers=headers)
     assert after.json() == {"muted_event_types": ["content_generation.progress"]}
 
 
-def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: ManagedProcess) -> None:
+def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(
+    server: ManagedProcess, client: httpx.Client
+) -> None:
     headers = {**auth(token_for(ALICE)), "Content-Type": "application/json"}
     big = b'{"all": true, "pad": "' + b"x" * (64 * 1024) + b'"}'
-    response = httpx.post(f"{server.url}{PREFIX}/mark-read", content=big, headers=headers, timeout=10)
+    response = client.post(f"{server.url}{PREFIX}/mark-read", content=big, headers=headers)
     _json_error(response, 413, "payload_too_large")
 
     def chunks() -> Iterator[bytes]:  # chunked transfer encoding: no Content-Length to check up front
         for _ in range(100):
             yield b"x" * 8192
 
-    response = httpx.post(f"{server.url}{PREFIX}/mark-read", content=chunks(), headers=headers, timeout=10)
+    response = client.post(f"{server.url}{PREFIX}/mark-read", content=chunks(), headers=headers)
     _json_error(response, 413, "payload_too_large")
-    _healthy(server)
+    _healthy(server, client)
 
 
 # -- paths and methods -------------------------------------------------------------------
@@ -142,8 +149,8 @@ def test_bodies_over_64_kib_are_413_with_or_without_a_content_length(server: Man
     "path",
     ["/", "/api", f"{PREFIX}/stream/extra", f"{PREFIX}/a/b", "/demo", "/internal/bench/inject", "/%2e%2e/etc"],
 )
-def test_unknown_paths_are_404_json(server: ManagedProcess, path: str) -> None:
-    _json_error(httpx.get(server.url + path, headers=auth(token_for(ALICE)), timeout=10), 404, "not_found")
+def test_unknown_paths_are_404_json(server: ManagedProcess, client: httpx.Client, path: str) -> None:
+    _json_error(client.get(server.url + path, headers=auth(token_for(ALICE))), 404, "not_found")
 
 
 @pytest.mark.parametrize(
@@ -164,8 +171,10 @@ def test_unknown_paths_are_404_json(server: ManagedProcess, path: str) -> None:
         ("DELETE", f"{PREFIX}/mark-unread", 400),
     ],
 )
-def test_wrong_methods_are_a_4xx_json(server: ManagedProcess, method: str, path: str, status: int) -> None:
-    response = httpx.request(method, server.url + path, headers=auth(token_for(ALICE)), timeout=10)
+def test_wrong_methods_are_a_4xx_json(
+    server: ManagedProcess, client: httpx.Client, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, server.url + path, headers=auth(token_for(ALICE)))
     assert response.status_code == status
     if method != "HEAD":  # a HEAD answer has no body
         _json_error(response, status, "method_not_allowed" if status == 405 else "bad_request")
@@ -192,12 +201,12 @@ GARBAGE_IDS = [
 
 
 @pytest.mark.parametrize("value", GARBAGE_IDS, ids=[f"{v[:12]!r}" for v in GARBAGE_IDS])
-def test_an_invalid_last_event_id_is_a_400_json(server: ManagedProcess, value: str) -> None:
+def test_an_invalid_last_event_id_is_a_400_json(server: ManagedProcess, client: httpx.Client, value: str) -> None:
     token = token_for(ALICE)
-    response = httpx.get(server.url + STREAM, params={"token": token, "last_event_id": value}, timeout=10)
+    response = client.get(server.url + STREAM, params={"token": token, "last_event_id": value})
     _json_error(response, 400, "bad_request")
     if value.strip() == value:  # httpx refuses to send a header value with edge whitespace
-        response = httpx.get(server.url + STREAM, headers={**auth(token), "Last-Event-ID": value}, timeout=10)
+        response = client.get(server.url + STREAM, headers={**auth(token), "Last-Event-ID": value})
         _json_error(response, 400, "bad_request")
 
 
@@ -228,42 +237,42 @@ PROTOCOL_GARBAGE = [
 
 @pytest.mark.parametrize("request_bytes", [r for _, r in PROTOCOL_GARBAGE], ids=[n for n, _ in PROTOCOL_GARBAGE])
 def test_what_the_http_parser_refuses_is_a_clean_400_and_the_process_lives_on(
-    server: ManagedProcess, request_bytes: bytes
+    server: ManagedProcess, client: httpx.Client, request_bytes: bytes
 ) -> None:
     answer = _raw(server, request_bytes)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"500" not in answer.split(b"\r\n", 1)[0]
-    _healthy(server)
+    _healthy(server, client)
 
 
-def test_a_long_query_string_the_app_sees_gets_json(server: ManagedProcess) -> None:
+def test_a_long_query_string_the_app_sees_gets_json(server: ManagedProcess, client: httpx.Client) -> None:
     # Under the parser's request-line limit: the app answers, with JSON.
     junk = {f"p{n}": "v" * 100 for n in range(80)}  # ~9 KB of unknown parameters
-    _json_error(httpx.get(server.url + STREAM, params=junk, timeout=10), 401, "unauthorized")
-    response = httpx.get(server.url + PREFIX, params={**junk, "token": token_for(ALICE)}, timeout=10)
+    _json_error(client.get(server.url + STREAM, params=junk), 401, "unauthorized")
+    response = client.get(server.url + PREFIX, params={**junk, "token": token_for(ALICE)})
     assert response.status_code == 200 and response.json()["notifications"] == []
-    _json_error(httpx.get(server.url + PREFIX, params={"token": "x" * 20_000}, timeout=10), 401, "unauthorized")
+    _json_error(client.get(server.url + PREFIX, params={"token": "x" * 20_000}), 401, "unauthorized")
 
 
-def test_a_request_head_over_64_kib_is_a_431_json_error(server: ManagedProcess) -> None:
+def test_a_request_head_over_64_kib_is_a_431_json_error(server: ManagedProcess, client: httpx.Client) -> None:
     # httptools alone has no header-size limit; functions/stream/protocol.py bounds the head.
-    response = httpx.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 100_000}, timeout=10)
+    response = client.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 100_000})
     _json_error(response, 431, "request_header_too_large")
     many = {f"X-Header-{n}": "v" * 50 for n in range(1000)}  # ~66 KB of headers
-    response = httpx.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))}, timeout=10)
+    response = client.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))})
     _json_error(response, 431, "request_header_too_large")
     answer = _raw(server, b"GET " + STREAM.encode() + b"?x=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"request_header_too_large" in answer
-    _healthy(server)
+    _healthy(server, client)
 
 
-def test_large_headers_under_the_bound_reach_the_app(server: ManagedProcess) -> None:
+def test_large_headers_under_the_bound_reach_the_app(server: ManagedProcess, client: httpx.Client) -> None:
     many = {f"X-Header-{n}": "v" * 50 for n in range(400)}  # ~26 KB
-    response = httpx.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))}, timeout=10)
+    response = client.get(server.url + PREFIX, headers={**many, **auth(token_for(ALICE))})
     assert response.status_code == 200
-    response = httpx.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 40_000}, timeout=10)
+    response = client.get(server.url + PREFIX, headers={"Authorization": "Bearer " + "x" * 40_000})
     _json_error(response, 401, "unauthorized")
-    _healthy(server)
+    _healthy(server, client)
 
 
 # -- ids of another user, ids from the future (real store) ----------------------------------

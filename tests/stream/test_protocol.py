@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.processes import ManagedProcess
-from tests.support.stream import start_stream_service, token_for
+from tests.support.stream import token_for
 
 HISTORY = "/api/v1/notifications"
 HEAD_BOUND = 64 * 1024  # the bound on a request line and headers that docs/stream.md states
 
 
-@pytest.fixture(scope="module")
-def service() -> Iterator[ManagedProcess]:
-    server = start_stream_service({"NOTIFICATIONS_BACKEND": "memory"})
-    yield server
-    server.stop()
+@pytest.fixture
+def service(memory_service: ManagedProcess) -> ManagedProcess:
+    return memory_service
 
 
 def _rss_kib(pid: int) -> int:

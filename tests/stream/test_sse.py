@@ -20,6 +20,7 @@ from shared.events import ContentEvent
 from shared.feed import change_message
 from shared.ids import format_cursor
 from shared.notification import build_notification
+from tests.support.fuzzing import examples
 from tests.support.sse import SSEParser
 
 ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=200)
@@ -36,7 +37,7 @@ def _parse(data: bytes, splits: list[int] | None = None) -> list:  # type: ignor
     return events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(title=ANY_TEXT, message=ANY_TEXT, splits=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
 def test_any_text_is_one_event_with_the_same_json(title: str, message: str, splits: list[int]) -> None:
     data = {"id": "0" * 24, "title": title, "message": message}
