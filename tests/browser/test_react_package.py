@@ -140,6 +140,9 @@ def test_the_packed_package_renders_receives_and_marks_read(
         message="The GPU went away.",
         content_request_id="req-failed",
     )
+    # Stored before the next is published: two events published at once may be stored (and so
+    # ordered) either way round, since the push delivers them to ingest concurrently.
+    page.wait_for_function(f"() => document.querySelector('{BADGE}')?.textContent === '2'", timeout=WAIT_MS)
     worker.publish(title="Video ready!", message="Your video is ready to watch.", content_request_id="req-done")
     page.wait_for_function(f"() => document.querySelector('{BADGE}')?.textContent === '3'", timeout=WAIT_MS)
     assert page.get_attribute(BELL, "aria-label") == "Notifications, 3 unread"
