@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import uuid
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import own_cpu_seconds
 from bench.servers import ROOT, group_cpu_seconds
 
 RESULT = ROOT / "bench" / "connect_cost.json"
@@ -43,17 +43,12 @@ ROUNDS = 4
 CONCURRENCY = (1, 16)
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _measure(connect: Callable[[str], None], users: list[str], threads: int, emulator_group: int) -> list[float]:
     """[own CPU, emulator CPU, wall] of connecting ``users`` from ``threads`` threads at once."""
-    cpu, emulator, wall = _cpu(), group_cpu_seconds(emulator_group), time.perf_counter()
+    cpu, emulator, wall = own_cpu_seconds(), group_cpu_seconds(emulator_group), time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(connect, users))
-    return [_cpu() - cpu, group_cpu_seconds(emulator_group) - emulator, time.perf_counter() - wall]
+    return [own_cpu_seconds() - cpu, group_cpu_seconds(emulator_group) - emulator, time.perf_counter() - wall]
 
 
 def _ways(project: str) -> dict[str, Callable[[str], None]]:

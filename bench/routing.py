@@ -35,6 +35,7 @@ import re
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -273,13 +274,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         routed.close()
         everywhere.close()
         store.close()
-        logged: dict[str, int] = {}
+        logged: Counter[str] = Counter()
         for server in servers:
-            for message, count in server.log_messages().items():
-                logged[message] = logged.get(message, 0) + count
+            logged.update(server.log_messages())
         result: dict[str, Any] = {
             "passes": passes,
-            "server_warnings": logged,
+            "server_warnings": dict(logged),
             "connect_same_user_ms": {"streams_per_user": args.same_user, **summary_ms(same_user)},
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
