@@ -324,11 +324,12 @@ def steady_limits_markdown(inputs: Inputs) -> list[str]:
     memory_share = full / (dep.stream_memory_gib * 1024)
     lines = ["### Limits that do not grow with users", ""]
     lines += [
-        f"- connections/{{user}}: one conditioned write per connect and per disconnect. A user's streams cut at"
+        f"- connections/{{user}}: one write per connect (an increment, which never conflicts; a conditioned"
+        " rewrite only over the limit) and one conditioned write per disconnect. A user's streams cut at"
         f" once (up to {dep.max_streams_per_user}) reconnect within {dep.reconnect_spread_seconds:g} s, i.e."
         f" {dep.max_streams_per_user} writes on one document within a second against"
-        f" {q.firestore_document_writes_per_second:g} sustained write/s: a burst the conditioned write absorbs by"
-        " retrying with jitter, not a sustained rate.",
+        f" {q.firestore_document_writes_per_second:g} sustained write/s: a burst, not a sustained rate, which"
+        " the disconnects' conditioned writes absorb by retrying with jitter.",
         f"- stream_instances/{{id}}: 1 write per {dep.heartbeat_seconds:g} s"
         f" ({1 / dep.heartbeat_seconds:.3f}/s against {q.firestore_document_writes_per_second:g}/s).",
         "- users/{uid}/notifications/{id} with a content_request_id: every event of one content request"

@@ -8,12 +8,25 @@ and the cleanup function prunes with the functions at the end.
   ``subscription``, ``expire_at``; written at start and once per heartbeat
   interval by its instance, deleted at clean shutdown.
 - ``connections/{user_id}``: ``live`` (connection_id -> {instance, opened_at}),
-  ``instances`` (the instance ids present in ``live``), ``updated_at``; changed
-  in a transaction on connect (count, then add) and on disconnect (remove).
+  ``instances`` (the instance ids present in ``live``), ``count`` (how many
+  entries ``live`` holds), ``updated_at``.
+
+A connect is one write: it adds its entry and increments ``count``, whose new
+value the write returns; at or under the limit it is admitted. Only over it
+(entries of dead instances or leftovers may be in the count) does the connect
+read the document, count the live entries truly and rewrite it with a write
+conditioned on that read, dropping its own entry if the user is really at the
+limit. A disconnect reads and rewrites the same way, so ``count`` is recomputed
+from ``live`` at every disconnect and prune. It can only overstate between
+them (a connect whose write failed ambiguously), which costs a read, never an
+extra stream. A document written before ``count`` existed reads as holding
+none: during that rollout a user could get up to ``limit`` more streams until
+the old entries end.
 
 An entry counts while its instance's heartbeat is newer than two heartbeat
-intervals; entries of dead instances are dropped by the next connect of that
-user, so a crashed instance stops counting without any cleanup.
+intervals; the first connect of that user over the limit drops entries of dead
+instances, and so does the cleanup function, so a crashed instance stops
+counting without any cleanup.
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore_v1.types.firestore import CommitRequest, CommitResponse
 
 from shared.backends.google_errors import unavailable_on_error
 from shared.errors import BackendUnavailable
@@ -57,9 +72,44 @@ def instance_document(heartbeat_at: datetime, started_at: datetime, subscription
 
 
 def connections_document(live: dict[str, Any], updated_at: Any) -> dict[str, Any]:
-    """``connections/{user}``: the live entries and the instances they name, kept in step."""
+    """``connections/{user}``: the live entries, the instances they name and their count, kept in step."""
     instances = sorted({str(e["instance"]) for e in live.values() if has_instance(e)})
-    return {"live": live, "instances": instances, "updated_at": updated_at}
+    return {"live": live, "instances": instances, "count": len(live), "updated_at": updated_at}
+
+
+def _connect_write(database: str, document: str, connection_id: str, instance_id: str, now: datetime) -> Any:
+    """A connect's one write, as a raw Commit request: the entry merged into ``live``, then the transforms.
+
+    What ``set({...}, merge=True)`` with ``ArrayUnion`` and ``Increment`` sends,
+    built directly: the client's own building (its field extractor and the
+    proto-plus wrappers) cost a connect about 1 ms more CPU than the call itself
+    (``bench/connect_cost.py``). The only transform with an integer result is
+    ``count``'s: ``_new_count`` reads it back.
+    """
+    request = _COMMIT_REQUEST(database=database)
+    write = request.writes.add()
+    write.update.name = document
+    entry = write.update.fields["live"].map_value.fields[connection_id].map_value.fields
+    entry["instance"].string_value = instance_id
+    entry["opened_at"].timestamp_value.FromDatetime(now)
+    write.update.fields["updated_at"].timestamp_value.FromDatetime(now)
+    write.update_mask.field_paths.extend(
+        [FieldPath("live", connection_id, name).to_api_repr() for name in ("instance", "opened_at")] + ["updated_at"]
+    )
+    count = write.update_transforms.add(field_path="count")
+    count.increment.integer_value = 1
+    instances = write.update_transforms.add(field_path="instances")
+    instances.append_missing_elements.values.add(string_value=instance_id)
+    return request
+
+
+def _new_count(response: Any) -> int | None:
+    """The new value of the ``count`` increment, from a raw CommitResponse."""
+    for result in response.write_results:
+        for value in result.transform_results:
+            if value.WhichOneof("value_type") == "integer_value":
+                return int(value.integer_value)
+    return None
 
 
 def live_entries(data: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +120,8 @@ def live_entries(data: dict[str, Any]) -> dict[str, Any]:
 def has_instance(entry: object) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
+
+_COMMIT_REQUEST = CommitRequest.pb()
 
 # Connects of one user contend on one document; each attempt re-reads and re-counts.
 TRANSACTION_ATTEMPTS = 10
@@ -180,12 +232,12 @@ class FirestoreRegistry(ConnectionRegistry):
         return {i for i, beat in known.items() if i == self.instance_id or (beat is not None and beat > cutoff)}
 
     def acquire(self, user_id: str, connection_id: str, abandoned: threading.Event | None = None) -> bool:
-        """Count the user's live entries, then add this one with a write conditioned on the count's read.
+        """Add this stream's entry and count it in one write; only over the limit, count the entries truly.
 
-        Optimistic concurrency instead of a transaction: one read and one
-        conditioned write (the document unchanged since the read, or created
-        if absent), retried with jitter when another connect or disconnect of
-        the user wrote in between: two round trips instead of four.
+        The common connect (a user under the limit) is one round trip, a
+        commit that returns the new ``count``. Over the limit, ``_settle``
+        reads the document and rewrites it conditioned on that read (retried
+        with jitter when another connect or disconnect wrote in between).
         """
         ref = self._connections_ref(user_id)
         # Known locally before the write, so a concurrent connect of the same user
@@ -203,12 +255,27 @@ class FirestoreRegistry(ConnectionRegistry):
         return accepted
 
     def _acquire(self, ref: Any, connection_id: str, abandoned: threading.Event | None) -> bool:
+        if abandoned is not None and abandoned.is_set():
+            return False  # nobody waits for this connect any more
+        now = datetime.now(UTC)
+        entry = {"instance": self.instance_id, "opened_at": now}
+        client = self._client
+        request = _connect_write(client._database_string, ref._document_path, connection_id, self.instance_id, now)
+        response = client._firestore_api.commit(
+            request=CommitRequest.wrap(request), timeout=self._timeout, metadata=client._rpc_metadata
+        )
+        count = _new_count(CommitResponse.pb(response))
+        if count is not None and count <= self.limit:
+            return True
+        return self._settle(ref, connection_id, entry, abandoned)
+
+    def _settle(self, ref: Any, connection_id: str, entry: dict[str, Any], abandoned: threading.Event | None) -> bool:
+        """Count the live entries of others; keep ``connection_id``'s entry if they are under the limit."""
         for attempt in range(TRANSACTION_ATTEMPTS):
-            if abandoned is not None and abandoned.is_set():
-                return False  # nobody waits for this connect any more
             now = datetime.now(UTC)
             snapshot = ref.get(timeout=self._timeout)
             live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
+            live.pop(connection_id, None)
             instances = sorted({str(e.get("instance")) for e in live.values() if isinstance(e, dict)})
             alive = self._alive(instances, now)
             with self._local_lock:
@@ -220,11 +287,12 @@ class FirestoreRegistry(ConnectionRegistry):
                 and e.get("instance") in alive
                 and (e.get("instance") != self.instance_id or c in local)
             }
-            if len(kept) >= self.limit:
-                return False
-            kept[connection_id] = {"instance": self.instance_id, "opened_at": now}
-            if self._write_if_unchanged(ref, snapshot, connections_document(kept, now)):
-                return True
+            admitted = len(kept) < self.limit and not (abandoned is not None and abandoned.is_set())
+            if admitted:
+                kept[connection_id] = entry
+            document = connections_document(kept, now) if kept else None
+            if self._write_if_unchanged(ref, snapshot, document):
+                return admitted
             _contended(attempt)
         raise BackendUnavailable(f"connections/{ref.id} stayed contended for {TRANSACTION_ATTEMPTS} attempts")
 

@@ -26,6 +26,7 @@ from functions.cleanup import run as run_module
 from functions.cleanup.context import Budget, CleanupReport
 from functions.cleanup.registry_pass import SIGHTINGS
 from functions.cleanup.run import run_cleanup
+from shared.backends.firestore_registry import connections_document
 from shared.backends.pubsub_channel import (
     broadcast_subscription_id,
     ensure_topics,
@@ -91,9 +92,7 @@ class World:
 
     def connections(self, user_id: str, entries: dict[str, tuple[str, float]], updated_age: float = 0) -> None:
         live = {cid: {"instance": inst, "opened_at": self.ago(age)} for cid, (inst, age) in entries.items()}
-        self.db.collection("connections").document(user_id).set(
-            {"live": live, "instances": sorted({i for i, _ in entries.values()}), "updated_at": self.ago(updated_age)}
-        )
+        self.db.collection("connections").document(user_id).set(connections_document(live, self.ago(updated_age)))
 
     def notification(self, user_id: str, expired: bool) -> None:
         expire_at = self.ago(3600) if expired else self.now + timedelta(days=30)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.cloud import firestore
 
-from shared.backends.firestore_registry import FirestoreRegistry
+from shared.backends.firestore_registry import FirestoreRegistry, connections_document
 from shared.config import Settings
 from shared.errors import BackendUnavailable
 
@@ -59,3 +62,86 @@ def test_concurrent_connects_never_exceed_the_limit(settings: Settings, new_user
         for registry in instances:
             registry.stop()
         client.close()  # type: ignore[no-untyped-call]
+
+
+class _CountingRef:
+    """A document reference that counts the reads made through it."""
+
+    def __init__(self, ref: Any) -> None:
+        self._ref = ref
+        self.reads = 0
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self._ref.get(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ref, name)
+
+
+class _ObservedRegistry(FirestoreRegistry):
+    """The production registry, with each user's document reference counting its reads."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refs: dict[str, _CountingRef] = {}
+
+    def _connections_ref(self, user_id: str) -> Any:
+        return self.refs.setdefault(user_id, _CountingRef(super()._connections_ref(user_id)))
+
+
+def _document(client: Any, user: str) -> dict[str, Any]:
+    return client.collection("connections").document(user).get().to_dict() or {}
+
+
+@contextmanager
+def _started(settings: Settings, limit: int) -> Iterator[tuple[Any, _ObservedRegistry]]:
+    """A started registry of a new instance, stopped afterwards, and its client."""
+    client = firestore.Client(project=settings.project_id)
+    registry = _ObservedRegistry(client, f"instance-{uuid.uuid4().hex[:8]}", limit=limit, heartbeat_interval=30)
+    try:
+        registry.start(subscription="")
+        yield client, registry
+    finally:
+        registry.stop()
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_connect_under_the_limit_is_one_write_and_count_follows_live(
+    settings: Settings, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    with _started(settings, limit=3) as (client, registry):
+        assert registry.acquire(user, "a") and registry.acquire(user, "b") and registry.acquire(user, "c")
+        assert registry.refs[user].reads == 0  # the write's own result carried the count
+        document = _document(client, user)
+        assert document["count"] == 3 and set(document["live"]) == {"a", "b", "c"}
+        assert document["instances"] == [registry.instance_id]
+
+        assert registry.acquire(user, "d") is False  # over the limit: counted truly, then refused
+        assert registry.refs[user].reads == 1
+        document = _document(client, user)
+        assert document["count"] == 3 and set(document["live"]) == {"a", "b", "c"}
+
+        registry.release(user, "b")
+        document = _document(client, user)
+        assert document["count"] == 2 and set(document["live"]) == {"a", "c"}
+
+
+def test_a_count_that_overstates_is_recounted_by_the_connect_it_would_refuse(
+    settings: Settings, new_user: Callable[[], str]
+) -> None:
+    """A connect whose write failed ambiguously leaves ``count`` too high; it must never cost a stream."""
+    user = new_user()
+    with _started(settings, limit=2) as (client, registry):
+        ref = client.collection("connections").document(user)
+        now = datetime.now(UTC)
+        ref.set({**connections_document({"other": {"instance": "elsewhere", "opened_at": now}}, now), "count": 7})
+        client.collection("stream_instances").document("elsewhere").set(
+            {"heartbeat_at": now, "started_at": now, "subscription": "", "expire_at": now + timedelta(days=1)}
+        )
+        assert registry.acquire(user, "mine") is True
+        document = _document(client, user)
+        assert document["count"] == 2 and set(document["live"]) == {"other", "mine"}
+        assert registry.acquire(user, "third") is False
+        assert _document(client, user)["count"] == 2

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from google.cloud import firestore
 
+from shared.backends.firestore_registry import connections_document
 from shared.config import Settings
 from tests.support.processes import ManagedProcess
 from tests.support.sse import EventStream, accepted
@@ -64,11 +65,7 @@ def test_entries_of_a_dead_instance_stop_counting_within_two_heartbeats(
         {"heartbeat_at": now, "started_at": now - timedelta(hours=1), "subscription": "", "expire_at": now}
     )
     client.collection("connections").document(user).set(
-        {
-            "live": {f"dead-{i}": {"instance": "crashed-instance", "opened_at": now} for i in range(3)},
-            "instances": ["crashed-instance"],
-            "updated_at": now,
-        }
+        connections_document({f"dead-{i}": {"instance": "crashed-instance", "opened_at": now} for i in range(3)}, now)
     )
     refused = EventStream(stream_server.url + STREAM, token=token)
     assert refused.status == 429  # the crashed instance still counts while its heartbeat is fresh
@@ -108,11 +105,7 @@ def test_leftover_entries_of_this_instance_do_not_count(
     instance_id = httpx.get(f"{stream_server.url}/api/v1/notifications/health").json()["instance_id"]
     now = datetime.now(UTC)
     firestore.Client(project=settings.project_id).collection("connections").document(user).set(
-        {
-            "live": {f"gone-{i}": {"instance": instance_id, "opened_at": now} for i in range(3)},
-            "instances": [instance_id],
-            "updated_at": now,
-        }
+        connections_document({f"gone-{i}": {"instance": instance_id, "opened_at": now} for i in range(3)}, now)
     )
     with EventStream(stream_server.url + STREAM, token=token_for(user)) as stream:
         assert stream.status == 200
