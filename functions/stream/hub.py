@@ -168,6 +168,7 @@ class Hub:
         for session in list(sessions):
             if session.offer(message, encoded):
                 # A change before this one has not arrived: read it from the store.
+                metrics.SKIP_REPLAYS.inc()
                 self._start_replay(session)
 
     def heartbeat(self) -> int:

@@ -27,6 +27,10 @@ DUPLICATES_DROPPED = Counter("sse_duplicates_dropped_total", "Notifications drop
 SLOW_CONSUMERS = Counter("sse_slow_consumer_total", "Streams cut off because the client did not read")
 CHANNEL_MESSAGES = Counter("sse_channel_messages_total", "Channel messages received by this process")
 GAP_REPLAYS = Counter("sse_gap_replays_total", "Times the channel reported a gap and open streams replayed")
+SKIP_REPLAYS = Counter(
+    "sse_skipped_change_replays_total",
+    "Times a stream got a change numbered past the next one (out of order, or one lost) and replayed from the store",
+)
 FANOUT_LATENCY = Histogram(
     "sse_fanout_latency_seconds",
     "Time from channel publish (ChannelMessage.sent_at) to dispatch onto the streams",

@@ -114,6 +114,12 @@ def _summary(state: dict[str, dict[str, Any]]) -> dict[str, tuple[str, int | Non
     return {i: (n["event_type"], n["progress_percentage"], n["read"]) for i, n in state.items()}
 
 
+def _skipped_change_replays(server: ManagedProcess) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    name = "sse_skipped_change_replays_total "
+    return sum(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
+
+
 def test_inversions_and_reconnects_at_every_point_end_in_the_stored_state(
     stream_server: ManagedProcess,
     second_server: ManagedProcess,
@@ -172,10 +178,14 @@ def test_inversions_and_reconnects_at_every_point_end_in_the_stored_state(
         first.start()
         assert held.held.wait(30), "instance 1 never reached its publish"
         reconnect()
+        skips_before = _skipped_change_replays(stream_server)
         # 2. Instance 2 commits and publishes change 2 (request B) while change 1 is still unpublished.
         assert deliver(other_backends, content_request_id=request_b, title="B") is Outcome.STORED
         # The reference stream receives 2 first, reads 1 from the change log and sends 1 then 2.
         reference.wait_for(lambda e: parse_cursor(e.id or "") == (2, 0), timeout=20)
+        # The reference stream saw 2 skip past 1 (the other one opened after 1 was committed, and
+        # replayed it): the metric operators watch for that counted it.
+        assert _skipped_change_replays(stream_server) - skips_before >= 1
         reconnect()
         page = history()
         b_id = next(n["id"] for n in page["notifications"] if n["content_request_id"] == request_b)
