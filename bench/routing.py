@@ -118,7 +118,7 @@ class ChannelPublisher(Publisher):
         return None
 
     def _persist(self, client: Any, messages: Sequence[Any]) -> None:
-        from shared.backends.firestore_store import CHANGES, SEQ
+        from shared.backends.firestore_store import CHANGES, SEQ, change_id
         from shared.feed import Change
 
         numbered = [m for m in messages if m.seq is not None]
@@ -128,7 +128,7 @@ class ChannelPublisher(Publisher):
             for message in numbered[start : start + PERSIST_BATCH]:
                 user = client.collection("users").document(message.user_id)
                 change = Change(message.seq, "notification", message.data, message.data["event_type"])
-                batch.set(user.collection(CHANGES).document(f"{message.seq:016x}"), change.to_dict())
+                batch.set(user.collection(CHANGES).document(change_id(message.seq)), change.to_dict())
                 heads[message.user_id] = max(heads.get(message.user_id, 0), message.seq)
             for user_id, seq in heads.items():
                 batch.set(client.collection("users").document(user_id), {SEQ: seq}, merge=[SEQ])

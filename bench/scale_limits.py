@@ -100,9 +100,9 @@ def _storm(users: float, routing: str, inputs: Inputs) -> tuple[float, float | N
     """Firestore operations/s when every stream reconnects at once (a network blip, a fleet restart)."""
     peak = _peak(users, inputs)
     dep = inputs.deployment
-    # Before: the registry's read + write. After: + the feed head (the user document; the
-    # broadcasts' head is known to the process), the replay queries only when changes were missed.
-    per_connect = 2.0 if routing == BEFORE else 3.0
+    # Before: the registry's read + write. After: the registry's one write (a read only over the
+    # limit) + the feed head (the user document; the broadcasts' head is known to the process).
+    per_connect = 2.0
     value = peak.streams / dep.reconnect_spread_seconds * per_connect
     one = min(peak.streams, dep.stream_concurrency) / dep.reconnect_spread_seconds * per_connect
     ramp = inputs.quotas.firestore_ramp_ops_per_second

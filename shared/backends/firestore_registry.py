@@ -83,7 +83,8 @@ def _connect_write(database: str, document: str, connection_id: str, instance_id
     What ``set({...}, merge=True)`` with ``ArrayUnion`` and ``Increment`` sends,
     built directly: the client's own building (its field extractor and the
     proto-plus wrappers) cost a connect about 1 ms more CPU than the call itself
-    (``bench/connect_cost.py``). The only transform with an integer result is
+    (measured one call at a time on the emulator: 2.2-2.8 ms through ``set``,
+    1.6-1.7 ms this way). The only transform with an integer result is
     ``count``'s: ``_new_count`` reads it back.
     """
     request = _COMMIT_REQUEST(database=database)

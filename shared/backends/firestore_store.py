@@ -68,6 +68,11 @@ _T = TypeVar("_T")
 _BATCH = 400  # Firestore allows 500 writes per batch; keep headroom.
 
 
+def change_id(seq: int) -> str:
+    """The id of ``users/{uid}/changes/{id}``: the number, fixed-width hex, so ids sort as numbers."""
+    return f"{seq:016x}"
+
+
 @contextmanager
 def _backend(what: str) -> Iterator[None]:
     with unavailable_on_error(what, "Firestore"):
@@ -178,7 +183,7 @@ class FirestoreStore(NotificationStore):
 
     def _log(self, tx: Any, user_ref: Any, change: Change, now: datetime) -> None:
         tx.create(
-            user_ref.collection(CHANGES).document(f"{change.seq:016x}"),
+            user_ref.collection(CHANGES).document(change_id(change.seq)),
             {**change.to_dict(), "expire_at": now + CHANGE_RETENTION},
         )
 
