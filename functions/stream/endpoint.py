@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from functions.stream.http import (
     unavailable,
 )
 from functions.stream.hub import HEAD
+from functions.stream.protocol import direct_writer
 from functions.stream.ratelimit import enforce
 from functions.stream.session import StreamSession
 from functions.stream.switch import refuse_if_switched_off
@@ -99,7 +100,7 @@ class StreamEndpoint:
             reset_trace(trace)
         del request
         try:
-            await self._serve(session, deadline, reason, receive, send, headers)
+            await self._serve(session, deadline, reason, receive, send, headers, direct_writer(send))
         finally:
             await self._service.forget(session)
 
@@ -233,6 +234,7 @@ class StreamEndpoint:
         receive: Receive,
         send: Send,
         extra_headers: list[tuple[str, str]],
+        write_now: Callable[[bytes], bool] | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -272,6 +274,7 @@ class StreamEndpoint:
         try:
             headers = STREAM_HEADERS + [(k.encode(), v.encode("latin-1")) for k, v in extra_headers]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            session.write_now = write_now
             while not session.done:
                 await session.wait()
                 chunk = session.take()
@@ -281,6 +284,7 @@ class StreamEndpoint:
                     session.sending = False
             # stream.closing is out; the registry slot is freed before the response
             # ends (when a browser reconnects), so a reconnect never meets its own old entry.
+            session.write_now = None
             await self._service.forget(session)
             await send({"type": "http.response.body", "body": session.take(), "more_body": False})
         except asyncio.CancelledError:
@@ -291,6 +295,7 @@ class StreamEndpoint:
                 raise
             logger.info("dropped a stream that stopped reading", extra={"connection_id": session.connection_id})
         finally:
+            session.write_now = None
             timer.cancel()
             for handle in abort_timer:
                 handle.cancel()

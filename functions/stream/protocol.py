@@ -25,15 +25,26 @@ And it is lighter: an open stream keeps its connection's protocol for hours,
 and uvicorn's carries three empty deques and, with this subclass's own state
 added, an unshared attribute dict. Without them a connection holds about 2 KB
 less (tests/stream/test_protocol_memory.py measures both protocols side by side).
+
+``direct_writer(send)`` gives the stream endpoint a synchronous write of one
+chunk of the response body, straight to uvicorn's transport with the framing
+uvicorn's own send uses. It returns False when it cannot write (the response
+has not started or has ended, or the client is not keeping up and writes are
+paused). A stream's heartbeats and live events are then written from the loop
+callback that produced them, with no task wake per event; whatever it declines
+goes through ``send`` as before, which waits for the client. It is
+uvicorn-specific by nature, and returns None for any other server's send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
 # Default of HTTP_HEADER_TIMEOUT_SECONDS: a browser or Google's front end sends a head in one go.
@@ -85,6 +96,29 @@ class _Pipeline(list[_T]):
 
     def appendleft(self, item: _T) -> None:
         self.insert(0, item)
+
+
+def direct_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """``send``'s synchronous body write, when ``send`` is uvicorn's httptools request cycle's own."""
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, RequestResponseCycle):
+        return None  # another server, or a wrapped send: the app uses send alone
+    return functools.partial(_write_now, cycle)
+
+
+def _write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
+    """Write one chunk of the cycle's response body if nothing stands in the way; else False."""
+    if (
+        not cycle.response_started
+        or cycle.response_complete
+        or cycle.disconnected
+        or not cycle.chunked_encoding
+        or cycle.flow.write_paused
+    ):
+        return False
+    # The framing uvicorn's send writes for a body chunk of a chunked response.
+    cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+    return True
 
 
 class _HeadState:

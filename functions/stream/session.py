@@ -56,6 +56,7 @@ class StreamSession:
         "slow",
         "user_id",
         "user_seq",
+        "write_now",
     )
 
     def __init__(self, user_id: str, connection_id: str, queue_size: int, baseline_id: str) -> None:
@@ -86,6 +87,9 @@ class StreamSession:
         self.sending = False
         self.closed_reason: str | None = None
         self._abort: Callable[[], None] | None = None
+        # Set by the endpoint once the response has started, when the server
+        # offers it: writes an event at once (True) or declines (False).
+        self.write_now: Callable[[bytes], bool] | None = None
 
     @property
     def cursor(self) -> str:
@@ -173,7 +177,7 @@ class StreamSession:
 
     # Queue -------------------------------------------------------------------------
     def push(self, encoded: bytes, *, force: bool = False) -> None:
-        if self.done:
+        if self.done or self._wrote_now(encoded):
             return
         if not force and len(self.queue) >= self.queue_size:
             # A burst that arrives while the writer is idle is written at the next
@@ -188,9 +192,17 @@ class StreamSession:
     def heartbeat(self, encoded: bytes) -> None:
         # A heartbeat never cuts a stream off; if the queue is full the client
         # is already behind and the next real event decides.
-        if not self.done and len(self.queue) < self.queue_size:
+        if self.done or self._wrote_now(encoded):
+            return
+        if len(self.queue) < self.queue_size:
             self.queue.append(encoded)
             self._wake()
+
+    def _wrote_now(self, encoded: bytes) -> bool:
+        # Only with nothing queued and the writer idle, so events keep their order;
+        # a write the server declines (the client is behind) is queued instead.
+        write_now = self.write_now
+        return write_now is not None and not self.queue and not self.sending and write_now(encoded)
 
     def cut_slow(self) -> None:
         if self.done:
