@@ -7,13 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
 
 from functions.stream.hub import HEAD
 from functions.stream.protocol import direct_writer, with_header_timeout
 from functions.stream.session import StreamSession
+from tests.support.protocol_server import serving
 
 
 class _Writer:
@@ -78,21 +77,9 @@ def test_a_closed_stream_writes_nothing_more() -> None:
 
 
 async def _serve_once(protocol: type[HttpToolsProtocol], app: Any) -> bytes:
-    loop = asyncio.get_running_loop()
-    config = Config(app=app, http=protocol, lifespan="off", log_config=None)
-    config.load()
-    state = ServerState()
-    server = await loop.create_server(
-        lambda: protocol(config=config, server_state=state, app_state={}, _loop=loop), "127.0.0.1", 0
-    )
-    try:
-        port = server.sockets[0].getsockname()[1]
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/")
-        return response.content
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(protocol, app) as (port, _), httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{port}/")
+    return response.content
 
 
 def test_the_direct_write_is_a_chunk_of_the_response_only_while_it_is_open() -> None:

@@ -13,11 +13,10 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
 
 from functions.stream.protocol import with_header_timeout
+from tests.support.protocol_server import serving
 
 CONNECTIONS = 200
 
@@ -32,39 +31,30 @@ async def _held_open(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]
 
 
 async def _bytes_per_connection(protocol: type[HttpToolsProtocol]) -> float:
-    loop = asyncio.get_running_loop()
-    config = Config(app=_held_open, http=protocol, lifespan="off", log_config=None)
-    config.load()
-    state = ServerState()
-    server = await loop.create_server(
-        lambda: protocol(config=config, server_state=state, app_state={}, _loop=loop), "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
     clients: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    async with serving(protocol, _held_open) as (port, state):
 
-    async def open_streams(count: int) -> None:
-        for _ in range(count):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-            clients.append((reader, writer))
-        for reader, _ in clients[-count:]:
-            await reader.readuntil(b": open\n\n")
+        async def open_streams(count: int) -> None:
+            for _ in range(count):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                clients.append((reader, writer))
+            for reader, _ in clients[-count:]:
+                await reader.readuntil(b": open\n\n")
 
-    try:
-        await open_streams(20)  # the first connections warm caches (loggers, the app's code objects)
-        gc.collect()
-        before = tracemalloc.take_snapshot()
-        await open_streams(CONNECTIONS)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-    finally:
-        for _, writer in clients:
-            writer.close()
-        # Each app returns once its receive() reports the disconnect.
-        if state.tasks:
-            await asyncio.wait(set(state.tasks), timeout=10)
-        server.close()
-        await server.wait_closed()
+        try:
+            await open_streams(20)  # the first connections warm caches (loggers, the app's code objects)
+            gc.collect()
+            before = tracemalloc.take_snapshot()
+            await open_streams(CONNECTIONS)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            for _, writer in clients:
+                writer.close()
+            # Each app returns once its receive() reports the disconnect.
+            if state.tasks:
+                await asyncio.wait(set(state.tasks), timeout=10)
     return sum(s.size_diff for s in after.compare_to(before, "filename")) / CONNECTIONS
 
 
