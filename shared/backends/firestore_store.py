@@ -25,6 +25,7 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.types.firestore import BatchGetDocumentsRequest, BatchGetDocumentsResponse
 
 from shared.backends.google_errors import unavailable_on_error
 from shared.backends.user_locks import UserLocks
@@ -58,6 +59,7 @@ COUNTERS = "counters"
 # Fields of users/{user_id}: the change counter, the mutes, the user's state of each broadcast.
 SEQ = "seq"
 MUTED = "muted_event_types"
+_BATCH_GET_REQUEST = BatchGetDocumentsRequest.pb()
 BROADCAST_STATE = "broadcast_state"
 # Fields of a notification document that clients never see.
 SOURCE = "source_key"  # the event key of the event its state came from
@@ -235,8 +237,8 @@ class FirestoreStore(NotificationStore):
         if broadcast_seq is not None:
             # Every connect reads the head: one document instead of two.
             with _backend("feed head"):
-                user = _fields(self._user(user_id).get(field_paths=[SEQ, MUTED], **self._call()))
-            return FeedHead(int(user.get(SEQ) or 0), broadcast_seq, frozenset(user.get(MUTED) or ()))
+                seq, muted = self._user_head(user_id)
+            return FeedHead(seq, broadcast_seq, muted)
         with _backend("feed head"):
             snapshots = {s.reference.path: _fields(s) for s in self.client.get_all(
                 [self._user(user_id), self._broadcast_head()], field_paths=[SEQ, MUTED], **self._call()
@@ -244,6 +246,28 @@ class FirestoreStore(NotificationStore):
         user = snapshots.get(self._user(user_id).path, {})
         broadcasts = snapshots.get(self._broadcast_head().path, {})
         return FeedHead(int(user.get(SEQ) or 0), int(broadcasts.get(SEQ) or 0), frozenset(user.get(MUTED) or ()))
+
+    def _user_head(self, user_id: str) -> tuple[int, frozenset[str]]:
+        """The user's change number and muted event types, read as raw protobuf.
+
+        Every connect makes this read. Through DocumentReference.get it cost
+        about twice the client CPU (proto-plus wrappers, a snapshot); the RPC,
+        and so what the server does, is the same batch get with a field mask.
+        """
+        client = self.client
+        request = _BATCH_GET_REQUEST(
+            database=client._database_string,
+            documents=[self._user(user_id)._document_path],
+            mask={"field_paths": [SEQ, MUTED]},
+        )
+        responses = client._firestore_api.batch_get_documents(
+            request=BatchGetDocumentsRequest.wrap(request), metadata=client._rpc_metadata, **self._call()
+        )
+        for response in responses:
+            raw = BatchGetDocumentsResponse.pb(response)
+            if raw.WhichOneof("result") == "found":
+                return _head_fields(raw.found.fields)
+        return 0, frozenset()
 
     def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
         query = (
@@ -437,6 +461,24 @@ def _notification(snapshot: Any) -> Notification:
     data = snapshot.to_dict() or {}
     data["id"] = snapshot.id
     return Notification.from_dict(data)
+
+
+def _head_fields(fields: Any) -> tuple[int, frozenset[str]]:
+    """(change number, muted event types) from a raw document's fields."""
+    seq = 0
+    if SEQ in fields:
+        value = fields[SEQ]
+        kind = value.WhichOneof("value_type")
+        if kind == "integer_value":
+            seq = int(value.integer_value)
+        elif kind == "double_value":
+            seq = int(value.double_value)
+    muted: frozenset[str] = frozenset()
+    if MUTED in fields and fields[MUTED].WhichOneof("value_type") == "array_value":
+        muted = frozenset(
+            v.string_value for v in fields[MUTED].array_value.values if v.WhichOneof("value_type") == "string_value"
+        )
+    return seq, muted
 
 
 def _fields(snapshot: Any) -> dict[str, Any]:
