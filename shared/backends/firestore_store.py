@@ -28,6 +28,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types.firestore import BatchGetDocumentsRequest, BatchGetDocumentsResponse
 
 from shared.backends.google_errors import unavailable_on_error
+from shared.backends.group_call import GroupCall
 from shared.backends.user_locks import UserLocks
 from shared.errors import BackendUnavailable, InvalidEventError
 from shared.events import EVENT_TYPES
@@ -94,6 +95,8 @@ class FirestoreStore(NotificationStore):
         self._lock = threading.Lock()
         self._turns = UserLocks()
         self._client: firestore.Client | None = None
+        # Heads of different users read while a read is in flight share the next one.
+        self._heads: GroupCall[str, tuple[int, frozenset[str]]] = GroupCall(self._read_heads, key=lambda path: path)
 
     @property
     def client(self) -> firestore.Client:
@@ -248,26 +251,28 @@ class FirestoreStore(NotificationStore):
         return FeedHead(int(user.get(SEQ) or 0), int(broadcasts.get(SEQ) or 0), frozenset(user.get(MUTED) or ()))
 
     def _user_head(self, user_id: str) -> tuple[int, frozenset[str]]:
-        """The user's change number and muted event types, read as raw protobuf.
+        """The user's change number and muted event types (every connect reads them)."""
+        return self._heads.submit(self._user(user_id)._document_path)
 
-        Every connect makes this read. Through DocumentReference.get it cost
-        about twice the client CPU (proto-plus wrappers, a snapshot); the RPC,
-        and so what the server does, is the same batch get with a field mask.
+    def _read_heads(self, paths: list[str]) -> list[tuple[int, frozenset[str]]]:
+        """Users' heads in one batch get with a field mask, read as raw protobuf.
+
+        Through DocumentReference.get a read cost about twice the client CPU
+        (proto-plus wrappers, a snapshot); the RPC is the same.
         """
         client = self.client
         request = _BATCH_GET_REQUEST(
-            database=client._database_string,
-            documents=[self._user(user_id)._document_path],
-            mask={"field_paths": [SEQ, MUTED]},
+            database=client._database_string, documents=paths, mask={"field_paths": [SEQ, MUTED]}
         )
         responses = client._firestore_api.batch_get_documents(
             request=BatchGetDocumentsRequest.wrap(request), metadata=client._rpc_metadata, **self._call()
         )
+        heads: dict[str, tuple[int, frozenset[str]]] = {}
         for response in responses:
             raw = BatchGetDocumentsResponse.pb(response)
             if raw.WhichOneof("result") == "found":
-                return _head_fields(raw.found.fields)
-        return 0, frozenset()
+                heads[raw.found.name] = _head_fields(raw.found.fields)
+        return [heads.get(path, (0, frozenset())) for path in paths]
 
     def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
         query = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from google.cloud import firestore
 from shared.backends.firestore_registry import FirestoreRegistry, connections_document
 from shared.config import Settings
 from shared.errors import BackendUnavailable
+from tests.support.waiting import wait_for
 
 CONNECT_DEADLINE = 60.0
 
@@ -145,3 +147,37 @@ def test_a_count_that_overstates_is_recounted_by_the_connect_it_would_refuse(
         assert document["count"] == 2 and set(document["live"]) == {"other", "mine"}
         assert registry.acquire(user, "third") is False
         assert _document(client, user)["count"] == 2
+
+
+def test_connects_of_different_users_that_wait_share_one_commit(
+    settings: Settings, new_user: Callable[[], str]
+) -> None:
+    users = [new_user() for _ in range(6)]
+    with _started(settings, limit=1) as (client, registry):
+        commit = registry._commit_connects
+        first_in = threading.Event()
+        release = threading.Event()
+        groups: list[int] = []
+
+        def gated(connects: list[Any]) -> list[int | None]:
+            groups.append(len(connects))
+            if len(groups) == 1:
+                first_in.set()
+                assert release.wait(30)
+            return commit(connects)
+
+        registry._connects._call = gated
+        # Two streams of users[1]: with a limit of 1 the second is refused, and it waits for a later commit.
+        attempts = [(users[0], "first")] + [(u, f"c-{u}") for u in users[1:]] + [(users[1], "again")]
+        with ThreadPoolExecutor(len(attempts)) as pool:
+            results = [pool.submit(registry.acquire, *attempts[0])]
+            assert first_in.wait(30)
+            results += [pool.submit(registry.acquire, *attempt) for attempt in attempts[1:]]
+            wait_for(lambda: len(registry._connects._pending) == len(attempts) - 1, what="every other connect waiting")
+            release.set()
+            accepted = [future.result(60) for future in results]
+        assert accepted == [True] * 6 + [False]
+        assert groups[:2] == [1, 5], f"the five other users went out in one commit: {groups}"
+        for user in users:
+            document = _document(client, user)
+            assert document["count"] == 1 and len(document["live"]) == 1, (user, document)
