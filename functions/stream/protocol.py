@@ -114,10 +114,17 @@ def _write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
         or cycle.disconnected
         or not cycle.chunked_encoding
         or cycle.flow.write_paused
+        or cycle.transport.is_closing()
     ):
         return False
-    # The framing uvicorn's send writes for a body chunk of a chunked response.
-    cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+    try:
+        # The framing uvicorn's send writes for a body chunk of a chunked response.
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+    except (OSError, RuntimeError):
+        # The caller is a dispatch loop over many streams: one broken transport
+        # must not end it. Declined, the event takes the task's path, whose
+        # send() meets the same end and closes the stream.
+        return False
     return True
 
 

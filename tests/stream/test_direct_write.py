@@ -106,3 +106,26 @@ def test_another_servers_send_gets_no_direct_writer() -> None:
         return None
 
     assert direct_writer(send) is None
+
+
+def test_a_transport_that_refuses_the_write_declines_instead_of_raising() -> None:
+    outcome: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        write = direct_writer(send)
+        assert write is not None
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        transport = send.__self__.transport
+
+        def broken(data: bytes) -> None:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+
+        transport_write, transport.write = transport.write, broken
+        try:
+            outcome.append(write(b"lost"))
+        finally:
+            transport.write = transport_write
+        await send({"type": "http.response.body", "body": b"end", "more_body": False})
+
+    assert asyncio.run(_serve_once(with_header_timeout(10.0), app)) == b"end"
+    assert outcome == [False]
