@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -100,7 +100,7 @@ class StreamEndpoint:
             reset_trace(trace)
         del request
         try:
-            await self._serve(session, deadline, reason, receive, send, headers, direct_writer(send))
+            await self._serve(session, deadline, reason, receive, send, headers)
         finally:
             await self._service.forget(session)
 
@@ -234,7 +234,6 @@ class StreamEndpoint:
         receive: Receive,
         send: Send,
         extra_headers: list[tuple[str, str]],
-        write_now: Callable[[bytes], bool] | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -274,7 +273,7 @@ class StreamEndpoint:
         try:
             headers = STREAM_HEADERS + [(k.encode(), v.encode("latin-1")) for k, v in extra_headers]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            session.write_now = write_now
+            session.write_now = direct_writer(send)
             while not session.done:
                 await session.wait()
                 chunk = session.take()
@@ -284,7 +283,6 @@ class StreamEndpoint:
                     session.sending = False
             # stream.closing is out; the registry slot is freed before the response
             # ends (when a browser reconnects), so a reconnect never meets its own old entry.
-            session.write_now = None
             await self._service.forget(session)
             await send({"type": "http.response.body", "body": session.take(), "more_body": False})
         except asyncio.CancelledError:

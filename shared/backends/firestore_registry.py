@@ -67,7 +67,6 @@ FRESH, STALE, MISSING = "fresh", "stale", "missing"
 class _Connect:
     document: str
     connection_id: str
-    instance_id: str
     now: datetime
 
 
@@ -87,7 +86,7 @@ def connections_document(live: dict[str, Any], updated_at: Any) -> dict[str, Any
     return {"live": live, "instances": instances, "count": len(live), "updated_at": updated_at}
 
 
-def _connect_writes(database: str, connects: list[_Connect]) -> Any:
+def _connect_writes(database: str, instance_id: str, connects: list[_Connect]) -> Any:
     """Connects' writes, as one raw Commit request: each entry merged into ``live``, then the transforms.
 
     What ``set({...}, merge=True)`` with ``ArrayUnion`` and ``Increment`` sends,
@@ -102,7 +101,7 @@ def _connect_writes(database: str, connects: list[_Connect]) -> Any:
         write = request.writes.add()
         write.update.name = connect.document
         entry = write.update.fields["live"].map_value.fields[connect.connection_id].map_value.fields
-        entry["instance"].string_value = connect.instance_id
+        entry["instance"].string_value = instance_id
         entry["opened_at"].timestamp_value.FromDatetime(connect.now)
         write.update.fields["updated_at"].timestamp_value.FromDatetime(connect.now)
         write.update_mask.field_paths.extend(
@@ -112,7 +111,7 @@ def _connect_writes(database: str, connects: list[_Connect]) -> Any:
         count = write.update_transforms.add(field_path="count")
         count.increment.integer_value = 1
         instances = write.update_transforms.add(field_path="instances")
-        instances.append_missing_elements.values.add(string_value=connect.instance_id)
+        instances.append_missing_elements.values.add(string_value=instance_id)
     return request
 
 
@@ -279,7 +278,7 @@ class FirestoreRegistry(ConnectionRegistry):
             return False  # nobody waits for this connect any more
         now = datetime.now(UTC)
         entry = {"instance": self.instance_id, "opened_at": now}
-        count = self._connects.submit(_Connect(ref._document_path, connection_id, self.instance_id, now))
+        count = self._connects.submit(_Connect(ref._document_path, connection_id, now))
         if count is not None and count <= self.limit:
             return True
         return self._settle(ref, connection_id, entry, abandoned)
@@ -287,7 +286,7 @@ class FirestoreRegistry(ConnectionRegistry):
     def _commit_connects(self, connects: list[_Connect]) -> list[int | None]:
         client = self._client
         response = client._firestore_api.commit(
-            request=CommitRequest.wrap(_connect_writes(client._database_string, connects)),
+            request=CommitRequest.wrap(_connect_writes(client._database_string, self.instance_id, connects)),
             timeout=self._timeout,
             metadata=client._rpc_metadata,
         )
