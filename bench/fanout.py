@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.cost_hook import read_profile
-from bench.loadgen import LoopLag, StreamPool, own_cpu_seconds, summary_ms
+from bench.loadgen import LoopLag, StreamPool, drain, own_cpu_seconds, summary_ms
 from bench.publishers import InjectPublisher, NchanPublisher, Publisher
 from bench.servers import Server
 
@@ -46,15 +46,6 @@ QUICK_LOADS = (
 class Outcome:
     result: dict[str, Any]
     latencies: list[float]  # seconds, for the plot
-
-
-async def _settle(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 def _by_second(times: list[float], latencies: list[float], start: float) -> list[float]:
@@ -168,9 +159,9 @@ async def run_load(
     publish_started = time.time()
     await publisher.run(load.duration)
     expected = pool.expected(publisher.per_user)
-    await _settle(lambda: pool.delivered() >= expected, drain_timeout)
+    drained = await drain(pool.delivered, expected, lambda: [server.cpu_seconds()], drain_timeout)
     wall = time.monotonic() - wall0
-    server_cpu, client_cpu = server.cpu_seconds() - server_cpu0, own_cpu_seconds() - client_cpu0
+    server_cpu, client_cpu = drained.cpu[0] - server_cpu0, own_cpu_seconds() - client_cpu0
     loop_lag = await lag.stop()
 
     delivered = pool.delivered()
