@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from shared.errors import BackendUnavailable
 
 CHANNEL_PREFIX = "notifications:channel:"
+# The ``format`` attribute of a message whose data is the notification's body as
+# the stream sends it (``ascii_json``), its envelope in the other attributes.
+DATA_FORMAT = "sse-data"
 # The routing target that reaches every stream instance.
 ALL_INSTANCES = "*"
 
@@ -32,6 +36,15 @@ MessageType = Literal["notification", "notification.updated", "notification.dele
 MESSAGE_TYPES: frozenset[str] = frozenset({"notification", "notification.updated", "notification.deleted"})
 
 logger = logging.getLogger(__name__)
+
+
+def ascii_json(data: Any) -> str:
+    """JSON on one line of printable ASCII: what an SSE ``data:`` line carries.
+
+    ``ensure_ascii`` escapes CR, LF, NUL, U+2028/U+2029 and lone surrogates, so no
+    text can end a field or an event early or make the UTF-8 encoding fail.
+    """
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
 def channel_name(user_id: str) -> str:
@@ -61,7 +74,51 @@ class ChannelMessage:
     # stream can measure end-to-end delivery delay (the delivery SLO); None when unknown.
     published_at: float | None = None
 
+    # The data as ``ascii_json`` bytes, when known: a received message streams it as
+    # it came, with no encode of its own. ``replace(..., data=...)`` must pass wire=None.
+    wire: bytes | None = field(default=None, compare=False, repr=False)
+
     def encode(self) -> bytes:
+        """The message's Pub/Sub data (``pubsub_message`` gives it with its attributes)."""
+        return self.pubsub_message()[0]
+
+    def attributes(self) -> dict[str, str]:
+        return self.pubsub_message()[1]
+
+    def pubsub_message(self) -> tuple[bytes, dict[str, str]]:
+        """Pub/Sub data and attributes: the data as streamed, the envelope in attributes."""
+        if self.broadcast:
+            names = {"channel": channel_name(ALL_INSTANCES), "broadcast": "true", "type": self.type}
+        else:
+            names = {"channel": channel_name(self.user_id), "user_id": self.user_id, "type": self.type}
+        body = self._body()
+        if body is None:
+            return self._legacy_envelope(), names
+        names["format"] = DATA_FORMAT
+        names["sent_at"] = repr(self.sent_at)
+        if self.seq is not None:
+            names["seq"] = str(self.seq)
+        if self.published_at is not None:
+            names["published_at"] = repr(self.published_at)
+        return body, names
+
+    def _body(self) -> bytes | None:
+        """The data in DATA_FORMAT; None when the message must go as the older JSON envelope.
+
+        That is when the data names another user than the one it is routed to
+        (receivers drop it, and must see the data to), or holds a value JSON
+        cannot carry (NaN): both bugs of a publisher, kept out of the fast path.
+        """
+        if self.wire is not None:
+            return self.wire
+        if not self.broadcast and self.data.get("user_id", self.user_id) != self.user_id:
+            return None
+        try:
+            return ascii_json(self.data).encode("ascii")
+        except ValueError:
+            return None
+
+    def _legacy_envelope(self) -> bytes:
         body: dict[str, Any] = {"type": self.type, "user_id": self.user_id, "data": self.data, "sent_at": self.sent_at}
         if self.seq is not None:
             body["seq"] = self.seq
@@ -71,14 +128,11 @@ class ChannelMessage:
             body["published_at"] = self.published_at
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-    def attributes(self) -> dict[str, str]:
-        if self.broadcast:
-            return {"channel": channel_name(ALL_INSTANCES), "broadcast": "true", "type": self.type}
-        return {"channel": channel_name(self.user_id), "user_id": self.user_id, "type": self.type}
-
     @classmethod
     def decode(cls, data: bytes, attributes: Mapping[str, str] | None = None) -> ChannelMessage:
         """Parse a message; raises ValueError when it is not one of ours."""
+        if attributes and attributes.get("format") == DATA_FORMAT:
+            return cls._decode_data_format(data, attributes)
         try:
             body = json.loads(data.decode("utf-8"))
         except RecursionError:
@@ -105,6 +159,50 @@ class ChannelMessage:
             broadcast=broadcast,
             published_at=float(published_at) if isinstance(published_at, int | float) else None,
         )
+
+    @classmethod
+    def _decode_data_format(cls, data: bytes, attributes: Mapping[str, str]) -> ChannelMessage:
+        kind = attributes.get("type")
+        if kind not in MESSAGE_TYPES:
+            raise ValueError("not a channel message")
+        broadcast = attributes.get("broadcast") == "true"
+        user_id = "" if broadcast else attributes.get("user_id", "")
+        if not (user_id or broadcast):
+            raise ValueError("channel message without user_id")
+        seq_text = attributes.get("seq")
+        if seq_text is not None and not (seq_text.isdigit() and seq_text.isascii() and int(seq_text) >= 1):
+            raise ValueError("channel message with a bad seq")
+        # Streamed as it is, so it must be one line of ASCII. JSON (strict) refuses
+        # any other control character inside a string and a NUL outside one.
+        if not data.isascii() or b"\n" in data or b"\r" in data:
+            raise ValueError("channel message data is not one line of ASCII JSON")
+        try:
+            body = json.loads(data)
+        except RecursionError:
+            raise ValueError("channel message nested too deeply") from None
+        if not isinstance(body, dict):
+            raise ValueError("channel message without data")
+        return cls(
+            user_id=user_id,
+            type=cast(MessageType, kind),
+            data=body,
+            sent_at=_seconds(attributes.get("sent_at")) or time.time(),
+            seq=int(seq_text) if seq_text is not None else None,
+            broadcast=broadcast,
+            published_at=_seconds(attributes.get("published_at")),
+            wire=data,
+        )
+
+
+def _seconds(text: str | None) -> float | None:
+    """An epoch-seconds attribute; None when absent or not a finite number."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # Receives the messages of one delivery from the channel, in order, on the channel's thread.

@@ -46,6 +46,9 @@ HEAD = "head"
 
 def encode_message(message: ChannelMessage) -> bytes:
     """The event without its ``id:`` line, which each stream adds (its own position)."""
+    if message.wire is not None:
+        # The data as it came over the channel, already the data: line's JSON.
+        return b"event: " + message.type.encode("ascii") + b"\ndata: " + message.wire + b"\n\n"
     return sse.frame(message.type, message.data)
 
 
@@ -315,4 +318,4 @@ def _for_user(message: ChannelMessage, user_id: str) -> ChannelMessage:
     """A broadcast as ``user_id``'s stream shows it."""
     if message.type != "notification":
         return message
-    return replace(message, data={**message.data, "user_id": user_id})
+    return replace(message, data={**message.data, "user_id": user_id}, wire=None)

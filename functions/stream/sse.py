@@ -1,22 +1,19 @@
 """Server-Sent Events framing.
 
-Every ``data:`` line is one line of ASCII-only JSON: ``json.dumps`` escapes CR
-and LF, and ``ensure_ascii`` also escapes NUL, U+2028/U+2029 and lone
-surrogates, so no notification text can end a field or an event early or make
-the UTF-8 encoding fail.
+Every ``data:`` line is one line of ASCII-only JSON (``shared.channel.ascii_json``,
+which channel messages carry already encoded): no notification text can end a
+field or an event early or make the UTF-8 encoding fail.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.channel import ascii_json
 from shared.notification import iso
 
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+dumps = ascii_json
 
 
 def frame(event: str, data: Any, event_id: str | None = None) -> bytes:

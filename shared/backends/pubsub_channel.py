@@ -193,15 +193,11 @@ class PubSubChannel(Channel):
         self, publisher: pubsub_v1.PublisherClient, topic: str, message: ChannelMessage, retry: Retry
     ) -> futures.Future[Any]:
         key = ordering_key(message)
+        data, attributes = message.pubsub_message()
 
         def send() -> futures.Future[Any]:
             return publisher.publish(  # type: ignore[no-any-return]
-                topic,
-                message.encode(),
-                ordering_key=key,
-                retry=retry,
-                timeout=self._timeout,
-                **message.attributes(),
+                topic, data, ordering_key=key, retry=retry, timeout=self._timeout, **attributes
             )
 
         try:

@@ -95,9 +95,9 @@ def test_a_lifecycle_with_late_and_repeated_deliveries_is_one_completed_unread_n
     assert {c.data["id"] for c in changes} == {notification.id}
     # This channel has no router: it publishes to every instance.
     published = broadcast_tap.pull(len(REQUEST_STEPS) + 1, timeout=20) + broadcast_tap.drain(settle=1.0)
-    mine = [m.json() for m in published if m.json()["user_id"] == user_id]
+    mine = [m.channel_message() for m in published if m.channel_message().user_id == user_id]
     # Every state once, plus the completed state announced again by its redelivery.
-    assert sorted(m["seq"] for m in mine) == [*range(1, len(REQUEST_STEPS) + 1), len(REQUEST_STEPS)]
+    assert sorted(m.seq or 0 for m in mine) == [*range(1, len(REQUEST_STEPS) + 1), len(REQUEST_STEPS)]
 
 
 def test_intermediate_events_keep_the_read_state_and_completion_makes_it_unread(

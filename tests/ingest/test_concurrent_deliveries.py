@@ -66,5 +66,5 @@ def test_fifty_simultaneous_deliveries_make_one_notification(
     [notification] = store.page(user_id, 100).notifications
     published = channel_tap.drain(settle=1.5)
     assert published, "the notification reached the channel"
-    assert {m.json()["data"]["id"] for m in published} == {notification.id}
+    assert {m.channel_message().data["id"] for m in published} == {notification.id}
     store.close()

@@ -68,6 +68,6 @@ def test_firestore_down_raises_then_the_same_event_is_stored_once(
     assert len(store.page(user_id, 10).notifications) == 1
     # This channel has no router, so it publishes to every instance.
     published = broadcast_tap.pull(1, timeout=10) + broadcast_tap.drain(settle=1.0)
-    assert {m.json()["data"]["id"] for m in published} == {store.page(user_id, 10).notifications[0].id}
+    assert {m.channel_message().data["id"] for m in published} == {store.page(user_id, 10).notifications[0].id}
     assert dead_letters.messages == []
     backends.channel.close()

@@ -9,6 +9,7 @@ import uuid
 import httpx
 
 from devtools.cli import publish_event
+from functions.stream import sse
 from shared.backends.firestore_store import FirestoreStore
 from shared.config import Settings
 from tests.support.events import MALFORMED, valid_event
@@ -29,16 +30,21 @@ def test_published_event_reaches_firestore_and_the_users_channel(
     assert stored[0].title == "Video ready!" and stored[0].user_id == user_id and stored[0].read is False
 
     [message] = channel_tap.pull(1, timeout=20)
-    assert message.attributes == {
+    assert message.attributes.items() >= {
         "channel": f"notifications:channel:{user_id}",
         "user_id": user_id,
         "type": "notification",
-    }
-    assert message.json()["data"]["id"] == stored[0].id
+        "format": "sse-data",
+        "seq": "1",
+    }.items()
+    announced = message.channel_message()
+    assert announced.data["id"] == stored[0].id and announced.seq == 1 and announced.published_at is not None
+    # The data is the stream's data: line for it, as the stream would have written it.
+    assert message.data == sse.dumps(stored[0].to_dict()).encode()
     assert store.page(other_user, 10).notifications == []
     # Pub/Sub may push the event again (an acknowledgement that came late); a redelivery
     # announces the same change again, which streams drop by its number: nothing else comes.
-    assert {m.json()["data"]["id"] for m in channel_tap.drain(settle=1.0)} <= {stored[0].id}
+    assert {m.channel_message().data["id"] for m in channel_tap.drain(settle=1.0)} <= {stored[0].id}
     store.close()
 
 
@@ -69,7 +75,7 @@ def test_same_event_delivered_ten_times_yields_one_notification(
     notifications = store.page(user_id, 100).notifications
     assert len(notifications) == 1
     published = channel_tap.drain(settle=1.0)
-    assert {m.json()["data"]["id"] for m in published} == {notifications[0].id}
+    assert {m.channel_message().data["id"] for m in published} == {notifications[0].id}
     store.close()
 
 

@@ -15,6 +15,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
+from shared.channel import ChannelMessage
+
 
 @dataclass
 class Received:
@@ -24,6 +26,10 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.data)
+
+    def channel_message(self) -> ChannelMessage:
+        """The live channel's message (its data and attributes together)."""
+        return ChannelMessage.decode(self.data, self.attributes)
 
 
 class PullSubscription:
