@@ -130,3 +130,30 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         server_logger.propagate = True
     # The Google client libraries are chatty at INFO about retries we already log.
     logging.getLogger("google").setLevel(max(logging.WARNING, root.level))
+
+
+class StormWarning:
+    """A warning that can come thousands of times at once: at most one line per ``interval`` seconds.
+
+    The first occurrence is logged at once; later ones within the interval are
+    counted, and the next line logged says how many it stands for
+    (``occurrences``). A disconnect storm otherwise wrote one line per stream,
+    which costs CPU on the instance and money in Cloud Logging.
+    """
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._count = 0
+        self._logged_at: float | None = None
+
+    def warn(self, now: float, **extra: Any) -> bool:
+        """Count one occurrence at ``now`` (``time.monotonic()``); True when a line was logged."""
+        self._count += 1
+        if self._logged_at is not None and now - self._logged_at < self._interval:
+            return False
+        self._logger.warning(self._message, extra={**extra, "occurrences": self._count})
+        self._count = 0
+        self._logged_at = now
+        return True

@@ -31,6 +31,7 @@ from shared.backends import Backends
 from shared.channel import Subscription
 from shared.errors import BackendUnavailable
 from shared.ids import new_instance_id
+from shared.logs import StormWarning
 from shared.registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class StreamService:
         self._previous_handlers: dict[int, Any] = {}
         self._gc_threshold: tuple[int, int, int] | None = None
         self._user_locks: dict[str, list[Any]] = {}
+        self._slow_releases = StormWarning(logger, "releasing connection records is slow; continuing without waiting")
         # Set at SIGTERM (or the lifespan's end): pending connects give up at once.
         self.stopping = asyncio.Event()
 
@@ -323,7 +325,7 @@ class StreamService:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a late failure is not an error
             await asyncio.wait_for(asyncio.shield(task), self.settings.backend_timeout_seconds)
         except TimeoutError:
-            logger.warning("releasing a connection record is slow; continuing without waiting")
+            self._slow_releases.warn(time.monotonic())
         except BackendUnavailable as exc:
             # The entry stops counting when this instance goes; cleanup removes it.
             logger.warning("could not release a connection record", extra={"error": str(exc)})

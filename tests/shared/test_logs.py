@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.logs import configure_logging, redact, reset_trace, set_trace
+from shared.logs import StormWarning, configure_logging, redact, reset_trace, set_trace
 from tests.support.fuzzing import examples
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLXZhbHVl"
@@ -116,3 +116,13 @@ def test_any_percent_encoding_of_a_credential_in_a_query_is_redacted(
     cleaned = redact(line)
     for seen in (cleaned, unquote(cleaned)):
         assert value.rsplit(".", 1)[-1] not in seen
+
+
+def test_a_storm_of_one_warning_is_one_line_per_interval(captured: io.StringIO) -> None:
+    storm = StormWarning(logging.getLogger("t.storm"), "release slow", interval=10.0)
+    logged = [storm.warn(now) for now in (100.0, 100.5, 101.0, 109.9, 110.0, 112.0, 125.0)]
+    assert logged == [True, False, False, False, True, False, True]
+    lines = [json.loads(line) for line in captured.getvalue().splitlines() if "release slow" in line]
+    # Each line stands for itself and those held back since the previous one.
+    assert [line["occurrences"] for line in lines] == [1, 4, 2]
+    assert {line["severity"] for line in lines} == {"WARNING"}
