@@ -194,6 +194,9 @@ class FirestoreRegistry(ConnectionRegistry):
         self._beats_lock = threading.Lock()
         # Connects of different users that wait for a commit in flight share the next one.
         self._connects: GroupCall[_Connect, int | None] = GroupCall(self._commit_connects, key=lambda c: c.document)
+        # Disconnects come in storms (a network blip ends thousands of streams at once):
+        # those of different users that wait for a read in flight share the next one.
+        self._release_reads: GroupCall[str, Any] = GroupCall(self._read_connections, key=lambda user_id: user_id)
 
     def _instance_ref(self, instance_id: str) -> Any:
         return self._client.collection(INSTANCES).document(instance_id)
@@ -336,12 +339,13 @@ class FirestoreRegistry(ConnectionRegistry):
             return False
 
     def release(self, user_id: str, connection_id: str) -> None:
+        """Remove this stream's entry: one read (shared with other users' releases waiting), one conditioned write."""
         ref = self._connections_ref(user_id)
         with self._local_lock:
             self._local.discard(connection_id)
         with _backend("disconnect"):
             for attempt in range(TRANSACTION_ATTEMPTS):
-                snapshot = ref.get(timeout=self._timeout)
+                snapshot = self._release_reads.submit(user_id)
                 live: dict[str, Any] = dict(_fields(snapshot).get("live") or {})
                 if live.pop(connection_id, None) is None:
                     return
@@ -350,6 +354,12 @@ class FirestoreRegistry(ConnectionRegistry):
                     return
                 _contended(attempt)
             raise BackendUnavailable(f"connections/{ref.id} stayed contended for {TRANSACTION_ATTEMPTS} attempts")
+
+    def _read_connections(self, user_ids: list[str]) -> list[Any]:
+        refs = [self._connections_ref(user_id) for user_id in user_ids]
+        found = {snapshot.id: snapshot for snapshot in self._client.get_all(refs, timeout=self._timeout)}
+        # get_all answers a missing document with a snapshot that does not exist; never with nothing.
+        return [found[user_id] for user_id in user_ids]
 
     def stop(self) -> None:
         # One write, whatever the number of streams: entries of an instance without

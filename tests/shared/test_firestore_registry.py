@@ -149,6 +149,42 @@ def test_a_count_that_overstates_is_recounted_by_the_connect_it_would_refuse(
         assert _document(client, user)["count"] == 2
 
 
+def test_releases_of_different_users_that_wait_share_one_read(settings: Settings, new_user: Callable[[], str]) -> None:
+    users = [new_user() for _ in range(6)]
+    with _started(settings, limit=3) as (client, registry):
+        for user in users:
+            assert registry.acquire(user, f"a-{user}") and registry.acquire(user, f"b-{user}")
+        read = registry._read_connections
+        first_in = threading.Event()
+        go_on = threading.Event()
+        groups: list[int] = []
+
+        def gated(user_ids: list[str]) -> list[Any]:
+            groups.append(len(user_ids))
+            if len(groups) == 1:
+                first_in.set()
+                assert go_on.wait(30)
+            return read(user_ids)
+
+        registry._release_reads._call = gated
+        # users[1]'s second stream ends too: its read waits for a later call than its first's.
+        releases = [(users[0], f"a-{users[0]}")] + [(u, f"a-{u}") for u in users[1:]] + [(users[1], f"b-{users[1]}")]
+        with ThreadPoolExecutor(len(releases)) as pool:
+            done = [pool.submit(registry.release, *releases[0])]
+            assert first_in.wait(30)
+            done += [pool.submit(registry.release, *release) for release in releases[1:]]
+            reads = registry._release_reads
+            wait_for(lambda: len(reads._pending) == len(releases) - 1, what="every other release waiting")
+            go_on.set()
+            for future in done:
+                future.result(60)
+        assert groups[:2] == [1, 5], f"the five other users were read in one call: {groups}"
+        assert _document(client, users[1]) == {}, "both of users[1]'s streams released: its record is deleted"
+        for user in users[:1] + users[2:]:
+            document = _document(client, user)
+            assert document["count"] == 1 and list(document["live"]) == [f"b-{user}"], (user, document)
+
+
 def test_connects_of_different_users_that_wait_share_one_commit(
     settings: Settings, new_user: Callable[[], str]
 ) -> None:
