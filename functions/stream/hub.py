@@ -167,7 +167,13 @@ class Hub:
             self.replay_all()
 
     def _offer(self, sessions: set[StreamSession], message: ChannelMessage) -> None:
-        encoded = encode_message(message)
+        try:
+            encoded = encode_message(message)
+        except ValueError:
+            # Data JSON cannot carry (NaN, from a Redis-shaped publish): dropped alone,
+            # not with the rest of the delivery.
+            logger.error("dropping a channel message whose data is not JSON", extra={"type": message.type})
+            return
         for session in list(sessions):
             if session.offer(message, encoded):
                 # A change before this one has not arrived: read it from the store.

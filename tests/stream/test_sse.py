@@ -177,3 +177,24 @@ def test_a_muted_type_moves_the_position_without_being_sent() -> None:
         return [(e.id, e.json()["title"]) for e in _parse(session.take())]
 
     assert asyncio.run(scenario()) == [(format_cursor(2, 0), "shown")]
+
+
+def test_a_message_json_cannot_carry_is_dropped_and_the_rest_of_its_batch_delivered() -> None:
+    """Regression: a Redis-shaped publish with NaN in its payload raised out of the hub's dispatch.
+
+    The older envelope carries NaN (Python's JSON writes it), the event's JSON
+    refuses it; the exception ended the loop callback and lost the messages
+    after it in the same batch.
+    """
+
+    async def scenario() -> list[str]:
+        store = MemoryStore()
+        hub, session = await _connected(store)
+        session.take()
+        bad = ChannelMessage("u1", "notification", {"id": "x", "progress": float("nan")})
+        good = ChannelMessage("u1", "notification", {"id": "y", "title": "fine"})
+        hub.receive([ChannelMessage.decode(*bad.pubsub_message()), good])
+        await _until(lambda: bool(session.queue))
+        return [json.loads(e.data)["id"] for e in _parse(session.take()) if e.event == "notification"]
+
+    assert asyncio.run(scenario()) == ["y"]
