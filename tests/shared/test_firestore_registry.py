@@ -15,6 +15,7 @@ from typing import Any
 from google.cloud import firestore
 
 from shared.backends.firestore_registry import FirestoreRegistry, connections_document
+from shared.backends.group_call import GroupCall
 from shared.config import Settings
 from shared.errors import BackendUnavailable
 from tests.support.waiting import wait_for
@@ -149,24 +150,30 @@ def test_a_count_that_overstates_is_recounted_by_the_connect_it_would_refuse(
         assert _document(client, user)["count"] == 2
 
 
+def _gate(group: GroupCall[Any, Any]) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Hold ``group``'s first call until the second event is set; the first says it began, the list holds sizes."""
+    call = group._call
+    first_in = threading.Event()
+    go_on = threading.Event()
+    groups: list[int] = []
+
+    def gated(items: list[Any]) -> Any:
+        groups.append(len(items))
+        if len(groups) == 1:
+            first_in.set()
+            assert go_on.wait(30)
+        return call(items)
+
+    group._call = gated
+    return first_in, go_on, groups
+
+
 def test_releases_of_different_users_that_wait_share_one_read(settings: Settings, new_user: Callable[[], str]) -> None:
     users = [new_user() for _ in range(6)]
     with _started(settings, limit=3) as (client, registry):
         for user in users:
             assert registry.acquire(user, f"a-{user}") and registry.acquire(user, f"b-{user}")
-        read = registry._read_connections
-        first_in = threading.Event()
-        go_on = threading.Event()
-        groups: list[int] = []
-
-        def gated(user_ids: list[str]) -> list[Any]:
-            groups.append(len(user_ids))
-            if len(groups) == 1:
-                first_in.set()
-                assert go_on.wait(30)
-            return read(user_ids)
-
-        registry._release_reads._call = gated
+        first_in, go_on, groups = _gate(registry._release_reads)
         # users[1]'s second stream ends too: its read waits for a later call than its first's.
         releases = [(users[0], f"a-{users[0]}")] + [(u, f"a-{u}") for u in users[1:]] + [(users[1], f"b-{users[1]}")]
         with ThreadPoolExecutor(len(releases)) as pool:
@@ -190,19 +197,7 @@ def test_connects_of_different_users_that_wait_share_one_commit(
 ) -> None:
     users = [new_user() for _ in range(6)]
     with _started(settings, limit=1) as (client, registry):
-        commit = registry._commit_connects
-        first_in = threading.Event()
-        release = threading.Event()
-        groups: list[int] = []
-
-        def gated(connects: list[Any]) -> list[int | None]:
-            groups.append(len(connects))
-            if len(groups) == 1:
-                first_in.set()
-                assert release.wait(30)
-            return commit(connects)
-
-        registry._connects._call = gated
+        first_in, release, groups = _gate(registry._connects)
         # Two streams of users[1]: with a limit of 1 the second is refused, and it waits for a later commit.
         attempts = [(users[0], "first")] + [(u, f"c-{u}") for u in users[1:]] + [(users[1], "again")]
         with ThreadPoolExecutor(len(attempts)) as pool:
