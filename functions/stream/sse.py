@@ -13,13 +13,11 @@ from typing import Any
 from shared.channel import ascii_json
 from shared.notification import iso
 
-dumps = ascii_json
-
 
 def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
     """One SSE event; ``event_id`` must be a plain token (notification ids are hex)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {dumps(data)}\n\n".encode("ascii")
+    return f"{head}event: {event}\ndata: {ascii_json(data)}\n\n".encode("ascii")
 
 
 def retry(milliseconds: int) -> bytes:

@@ -196,7 +196,7 @@ class FirestoreRegistry(ConnectionRegistry):
         self._connects: GroupCall[_Connect, int | None] = GroupCall(self._commit_connects, key=lambda c: c.document)
         # Disconnects come in storms (a network blip ends thousands of streams at once):
         # those of different users that wait for a read in flight share the next one.
-        self._release_reads: GroupCall[str, Any] = GroupCall(self._read_connections, key=lambda user_id: user_id)
+        self._release_reads: GroupCall[str, Any] = GroupCall(self._read_connections)
 
     def _instance_ref(self, instance_id: str) -> Any:
         return self._client.collection(INSTANCES).document(instance_id)

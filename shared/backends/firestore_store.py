@@ -96,7 +96,7 @@ class FirestoreStore(NotificationStore):
         self._turns = UserLocks()
         self._client: firestore.Client | None = None
         # Heads of different users read while a read is in flight share the next one.
-        self._heads: GroupCall[str, tuple[int, frozenset[str]]] = GroupCall(self._read_heads, key=lambda path: path)
+        self._heads: GroupCall[str, tuple[int, frozenset[str]]] = GroupCall(self._read_heads)
 
     @property
     def client(self) -> firestore.Client:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,17 +33,26 @@ class _Slot(Generic[T, R]):
         self.error: BaseException | None = None
 
 
+def _itself(item: Any) -> Hashable:
+    return item  # type: ignore[no-any-return]
+
+
 class GroupCall(Generic[T, R]):
     """``call(items) -> results`` (one result per item, in order), shared by the callers of ``submit``.
 
-    Items with the same ``key`` never share a call (a commit may not write
-    one document twice); the later waits for the next call. An exception from
+    Items with the same ``key`` (by default, equal items) never share a call
+    (a commit may not write one document twice); the later waits for the next call. An exception from
     ``call`` is raised to every caller whose item was in it.
     """
 
-    def __init__(self, call: Callable[[list[T]], Sequence[R]], key: Callable[[T], Hashable], limit: int = MAX_GROUP):
+    def __init__(
+        self,
+        call: Callable[[list[T]], Sequence[R]],
+        key: Callable[[T], Hashable] | None = None,
+        limit: int = MAX_GROUP,
+    ) -> None:
         self._call = call
-        self._key = key
+        self._key: Callable[[T], Hashable] = key if key is not None else _itself
         self._limit = limit
         self._pending: list[_Slot[T, R]] = []
         self._busy = False

@@ -9,8 +9,8 @@ import uuid
 import httpx
 
 from devtools.cli import publish_event
-from functions.stream import sse
 from shared.backends.firestore_store import FirestoreStore
+from shared.channel import ascii_json
 from shared.config import Settings
 from tests.support.events import MALFORMED, valid_event
 from tests.support.processes import ManagedProcess
@@ -40,7 +40,7 @@ def test_published_event_reaches_firestore_and_the_users_channel(
     announced = message.channel_message()
     assert announced.data["id"] == stored[0].id and announced.seq == 1 and announced.published_at is not None
     # The data is the stream's data: line for it, as the stream would have written it.
-    assert message.data == sse.dumps(stored[0].to_dict()).encode()
+    assert message.data == ascii_json(stored[0].to_dict()).encode()
     assert store.page(other_user, 10).notifications == []
     # Pub/Sub may push the event again (an acknowledgement that came late); a redelivery
     # announces the same change again, which streams drop by its number: nothing else comes.
