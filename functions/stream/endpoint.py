@@ -71,6 +71,41 @@ def _valid_cursor(value: str) -> bool:
     return ids.parse_cursor(value) is not None or ids.is_valid_id(value)
 
 
+class _DisconnectWatch:
+    """One pending ``receive()`` per stream: it completes when the client goes, and closes the session.
+
+    An object rather than two closures that call each other: those formed a
+    reference cycle that kept every ended stream's connection, session and task
+    alive until a garbage collection, and a disconnect storm left thousands of
+    them for one long pause of every stream on the instance.
+    """
+
+    __slots__ = ("_pending", "_receive", "_session")
+
+    def __init__(self, receive: Receive, session: StreamSession) -> None:
+        self._receive = receive
+        self._session = session
+        self._pending: asyncio.Future[Message] | None = None
+
+    def start(self) -> None:
+        self._pending = asyncio.ensure_future(self._receive())
+        self._pending.add_done_callback(self._on_message)
+
+    def stop(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+
+    def _on_message(self, future: asyncio.Future[Message]) -> None:
+        if future.cancelled() or future is not self._pending:
+            return
+        if future.exception() is not None or future.result().get("type") == "http.disconnect":
+            self._pending = None
+            self._session.close(None)
+        else:
+            self.start()  # more request body (ignored): keep watching
+
+
 class StreamEndpoint:
     def __init__(self, service: StreamService) -> None:
         self._service = service
@@ -246,22 +281,7 @@ class StreamEndpoint:
 
         session.set_abort(abort)
 
-        watcher: list[asyncio.Future[Message]] = []
-
-        def watch() -> None:
-            # One pending receive() per stream: it completes when the client goes.
-            future = asyncio.ensure_future(receive())
-            future.add_done_callback(on_message)
-            watcher[:] = [future]
-
-        def on_message(future: asyncio.Future[Message]) -> None:
-            if future.cancelled():
-                return
-            if future.exception() is not None or future.result().get("type") == "http.disconnect":
-                session.close(None)
-            else:
-                watch()  # more request body (ignored): keep watching
-
+        watch = _DisconnectWatch(receive, session)
         # Consume the (empty) request body first; the server may deliver it in several messages.
         message = await receive()
         while message.get("type") == "http.request" and message.get("more_body"):
@@ -269,7 +289,7 @@ class StreamEndpoint:
         if message.get("type") == "http.disconnect":
             session.close(None)
         else:
-            watch()
+            watch.start()
         try:
             headers = STREAM_HEADERS + [(k.encode(), v.encode("latin-1")) for k, v in extra_headers]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -297,7 +317,5 @@ class StreamEndpoint:
             timer.cancel()
             for handle in abort_timer:
                 handle.cancel()
-            for future in watcher:
-                if not future.done():
-                    future.cancel()
+            watch.stop()
             metrics.STREAMS_CLOSED.labels(session.closed_reason or "error").inc()
