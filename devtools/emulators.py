@@ -4,6 +4,14 @@ They come from ``gcloud`` where its emulator components are installed, else
 from the jars named by PUBSUB_EMULATOR_JAR / FIRESTORE_EMULATOR_JAR, run with
 plain ``java``. Each runs in its own process group so stopping it stops the JVM
 that ``gcloud`` spawns, too.
+
+Their JVMs compile with C1 only (``-XX:TieredStopAtLevel=1``) unless
+EMULATOR_JAVA_OPTIONS says otherwise (empty: the JVM's defaults). The emulators
+stand in for managed services whose CPU is not on the machine under test; with
+the default tiered compiler the Firestore emulator's C2 compiler threads took
+more of a core than its request threads for the first tens of thousands of
+requests, on machines of two cores shared with the services being measured
+(docs/benchmarks.md, "Emulator JIT").
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -28,6 +37,8 @@ Kind = Literal["pubsub", "firestore"]
 ENV_HOST = {"pubsub": "PUBSUB_EMULATOR_HOST", "firestore": "FIRESTORE_EMULATOR_HOST"}
 ENV_JAR = {"pubsub": "PUBSUB_EMULATOR_JAR", "firestore": "FIRESTORE_EMULATOR_JAR"}
 _GCLOUD_COMPONENT = {"pubsub": "pubsub-emulator", "firestore": "cloud-firestore-emulator"}
+JAVA_OPTIONS_ENV = "EMULATOR_JAVA_OPTIONS"
+DEFAULT_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -87,6 +98,25 @@ def _command(kind: Kind, host: str, port: int, project: str) -> list[str]:
     )
 
 
+def java_options(environ: Mapping[str, str] | None = None) -> str:
+    """The JVM options the emulators run with: EMULATOR_JAVA_OPTIONS when set (even empty), else C1 only."""
+    value = (os.environ if environ is None else environ).get(JAVA_OPTIONS_ENV)
+    return DEFAULT_JAVA_OPTIONS if value is None else value.strip()
+
+
+def _process_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The emulator's environment: ours, with the JVM options added to JAVA_TOOL_OPTIONS.
+
+    JAVA_TOOL_OPTIONS reaches the JVM whether gcloud or we start it; options
+    already there come after ours, so they win.
+    """
+    env = dict(os.environ if environ is None else environ)
+    options = java_options(env)
+    if options:
+        env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [options, env.get("JAVA_TOOL_OPTIONS", "").strip()]))
+    return env
+
+
 def available(kind: Kind) -> bool:
     try:
         _command(kind, "127.0.0.1", 1, "p")
@@ -115,7 +145,12 @@ class Emulator:
         self.log_path = Path(name)
         self._log = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_process_env(),
         )
         self.wait_ready(timeout)
         return self
