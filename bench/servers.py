@@ -24,7 +24,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _raise_nofile() -> None:
-    # Runs in the child between fork and exec: as many sockets as the hard limit allows.
+    # In the bench's own process, before it starts a server: the server inherits the limit. Not as
+    # Popen's preexec_fn, which runs Python in a fork() of a bench that holds gRPC clients: one nginx
+    # start died before exec (SIGABRT, gRPC's "epoll_wait error: Bad file descriptor" in its log).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -147,6 +149,7 @@ class Server:
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], port: int, timeout: float = 60.0) -> Server:
+    _raise_nofile()
     fd, log_name = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(
@@ -157,7 +160,6 @@ def _spawn(name: str, command: list[str], env: dict[str, str], port: int, timeou
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_raise_nofile,
         )
     server = Server(name, process, port, Path(log_name))
     try:

@@ -202,8 +202,7 @@ def _start(model: str, streams: int) -> tuple[subprocess.Popen[bytes], int, Path
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_raise_nofile,  # only sets a resource limit
+            start_new_session=True,  # inherits the open-files limit main() raised (no preexec_fn: see bench/servers.py)
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
