@@ -495,7 +495,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_warnings": dict(logged),
             "connect_same_user_ms": {"streams_per_user": args.same_user, **summary_ms(same_user)},
             "load_average": [round(x, 2) for x in os.getloadavg()],
-            "emulator_java_options": emulators.java_options(),
+            "emulator_java_options": {kind: emulators.java_options(kind) for kind in ("pubsub", "firestore")},
         }
     finally:
         for server in servers:
