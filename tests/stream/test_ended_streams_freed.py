@@ -14,6 +14,7 @@ import asyncio
 import gc
 from collections import Counter
 
+import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from functions.stream.app import create_app
@@ -74,3 +75,10 @@ def test_an_ended_stream_leaves_nothing_of_its_own_in_a_reference_cycle() -> Non
     assert "Task" not in found, found
     # Before the fix: about 49 objects per stream, 9 of them Tasks, sessions and request cycles.
     assert sum(ours.values()) < STREAMS, ours
+
+
+def test_on_uvloop_as_the_service_runs_an_ended_stream_leaves_nothing_in_a_cycle() -> None:
+    # functions/stream/serve.py runs uvicorn on uvloop, whose transports hold no cycle of their own.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        found = runner.run(_cyclic_garbage_of_ended_streams())
+    assert sum(found.values()) == 0, found
