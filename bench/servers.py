@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -15,21 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.loadgen import raise_open_files_limit
 from devtools.emulators import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK_DIR = ROOT / "bench" / "hook"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _raise_nofile() -> None:
-    # In the bench's own process, before it starts a server: the server inherits the limit. Not as
-    # Popen's preexec_fn, which runs Python in a fork() of a bench that holds gRPC clients: one nginx
-    # start died before exec (SIGABRT, gRPC's "epoll_wait error: Bad file descriptor" in its log).
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
@@ -149,7 +140,10 @@ class Server:
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], port: int, timeout: float = 60.0) -> Server:
-    _raise_nofile()
+    # Raised here, and the server inherits it. Not in Popen's preexec_fn, which runs Python in a fork() of
+    # a bench that holds gRPC clients: one nginx start died before exec that way (SIGABRT, gRPC's
+    # "epoll_wait error: Bad file descriptor" in its log).
+    raise_open_files_limit()
     fd, log_name = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(

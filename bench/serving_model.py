@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -38,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import raise_open_files_limit
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-serving-model-secret-0123456789abcdef"  # noqa: S105 - a throwaway local key
 PATH = "/api/v1/notifications/stream"
@@ -47,12 +48,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -362,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="fan-out rounds (one notification per stream each)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    _raise_nofile()
+    raise_open_files_limit()
     results = []
     print(
         "| model | streams | opened | s to open | RSS idle MiB | RSS with streams MiB | KiB/stream | threads"
