@@ -4,15 +4,19 @@
 
 On the Firestore emulator (started here), in this one process, alternating
 rounds of each way so machine noise falls on both alike, one connect at a
-time and 16 at once. Both ways run the production classes, then read the feed
+time and 16 at once. Each way runs the production classes, then reads the feed
 head as the hub does (``FirestoreStore.head(user, known)``: the user document,
 with the broadcast number the process already knows):
 
 - ``read_then_write``: what every connect did until now, and what one over the
   limit still does (``FirestoreRegistry._settle``): read ``connections/{user}``,
   count the live entries, write conditioned on that read;
-- ``one_write``: ``FirestoreRegistry.acquire``: add the entry and increment
-  ``count`` in one write that returns the new count.
+- ``one_write_through_client``: ``FirestoreRegistry.acquire``: add the entry
+  and increment ``count`` in one write that returns the new count, its commit
+  and the head read sent through the client's GAPIC layer (a streaming
+  BatchGetDocuments), as connects did until the session of 2026-11-30, evening;
+- ``one_write``: the same on the client's channel directly, the head read a
+  unary GetDocument (``shared/backends/firestore_rpc.py``), as connects do now.
 
 Each way connects a fresh user per connect, as a reconnect storm does.
 Reported per connect: this process's CPU (user + system, all threads, gRPC's
@@ -52,6 +56,47 @@ def _measure(connect: Callable[[str], None], users: list[str], threads: int, emu
     return [own_cpu_seconds() - cpu, group_cpu_seconds(emulator_group) - emulator, time.perf_counter() - wall]
 
 
+def _through_client(project: str) -> tuple[Any, Any]:
+    """A registry and a store whose two connect calls go through the client's GAPIC layer, as they used to."""
+    from google.cloud.firestore_v1.types.firestore import (
+        BatchGetDocumentsRequest,
+        BatchGetDocumentsResponse,
+        CommitRequest,
+        CommitResponse,
+    )
+
+    from shared.backends.firestore_registry import FirestoreRegistry, _connect_writes, _new_counts
+    from shared.backends.firestore_store import MUTED, SEQ, FirestoreStore
+
+    class ClientRegistry(FirestoreRegistry):
+        def _commit_connects(self, connects: list[Any]) -> list[int | None]:
+            client = self._client
+            request = _connect_writes(client._database_string, self.instance_id, connects)
+            response = client._firestore_api.commit(
+                request=CommitRequest.wrap(request), timeout=10, metadata=client._rpc_metadata
+            )
+            return _new_counts(CommitResponse.pb(response))
+
+    class ClientStore(FirestoreStore):
+        def _fields(self, paths: list[str]) -> list[Any | None]:
+            client = self.client
+            request = BatchGetDocumentsRequest.pb()(
+                database=client._database_string, documents=paths, mask={"field_paths": [SEQ, MUTED]}
+            )
+            responses = client._firestore_api.batch_get_documents(
+                request=BatchGetDocumentsRequest.wrap(request), metadata=client._rpc_metadata, timeout=10
+            )
+            found: dict[str, Any] = {}
+            for response in responses:
+                raw = BatchGetDocumentsResponse.pb(response)
+                if raw.WhichOneof("result") == "found":
+                    found[raw.found.name] = raw.found.fields
+            return [found.get(path) for path in paths]
+
+    store = ClientStore(project, timeout=10)
+    return ClientRegistry(store.client, "bench-instance-client", 5, 30), store
+
+
 def _ways(project: str) -> dict[str, Callable[[str], None]]:
     from shared.backends.firestore_registry import FirestoreRegistry
     from shared.backends.firestore_store import FirestoreStore
@@ -60,6 +105,8 @@ def _ways(project: str) -> dict[str, Callable[[str], None]]:
     registry = FirestoreRegistry(store.client, "bench-instance", 5, 30)
     registry.start(subscription="")
     known = store.head("nobody").broadcast_seq
+    client_registry, client_store = _through_client(project)
+    client_registry.start(subscription="")
 
     def read_then_write(user: str) -> None:
         entry = {"instance": registry.instance_id, "opened_at": datetime.now(UTC)}
@@ -67,11 +114,19 @@ def _ways(project: str) -> dict[str, Callable[[str], None]]:
         registry._settle(registry._connections_ref(user), uuid.uuid4().hex, entry, None)
         store.head(user, known)
 
+    def one_write_through_client(user: str) -> None:
+        client_registry.acquire(user, uuid.uuid4().hex)
+        client_store.head(user, known)
+
     def one_write(user: str) -> None:
         registry.acquire(user, uuid.uuid4().hex)
         store.head(user, known)
 
-    return {"read_then_write": read_then_write, "one_write": one_write}
+    return {
+        "read_then_write": read_then_write,
+        "one_write_through_client": one_write_through_client,
+        "one_write": one_write,
+    }
 
 
 def run(connects: int) -> dict[str, Any]:
@@ -119,7 +174,7 @@ def run(connects: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="CPU per connect of the Firestore calls: read-then-write vs one write")
+    parser = argparse.ArgumentParser(description="CPU per connect of its Firestore calls, three ways")
     parser.add_argument("--connects", type=int, default=400)
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args(argv)

@@ -110,6 +110,34 @@ def _patch_firestore() -> None:
     cls.get_document = counted_get_document  # type: ignore[method-assign]
     for name in ("begin_transaction", "rollback", "listen", "list_documents"):
         _count_calls(cls, name, f"firestore.{name}_rpcs")
+    _patch_firestore_rpc()
+
+
+def _patch_firestore_rpc() -> None:
+    """The calls every connect makes on the client's channel directly, past the client patched above."""
+    from shared.backends.firestore_rpc import FirestoreRpc
+
+    commit, fields = FirestoreRpc.commit, FirestoreRpc.fields
+
+    @functools.wraps(commit)
+    def counted_commit(self: Any, request: Any) -> Any:
+        deletes = sum(1 for w in request.writes if _is_delete(w))
+        count("firestore.commit_rpcs")
+        result = commit(self, request)
+        count("firestore.writes", len(request.writes) - deletes)
+        count("firestore.deletes", deletes)
+        return result
+
+    @functools.wraps(fields)
+    def counted_fields(self: Any, paths: Any, mask: Any) -> Any:
+        # One BatchGetDocuments, billed a read per document asked for.
+        count("firestore.batch_get_rpcs")
+        result = fields(self, paths, mask)
+        count("firestore.reads", len(paths))
+        return result
+
+    FirestoreRpc.commit = counted_commit  # type: ignore[method-assign]
+    FirestoreRpc.fields = counted_fields  # type: ignore[method-assign]
 
 
 def _is_delete(write: Any) -> bool:

@@ -42,11 +42,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
-from google.cloud.firestore_v1.types.firestore import CommitRequest, CommitResponse
 
+from shared.backends.firestore_rpc import COMMIT_REQUEST, FirestoreRpc
 from shared.backends.google_errors import unavailable_on_error
 from shared.backends.group_call import GroupCall
 from shared.errors import BackendUnavailable
@@ -96,7 +97,7 @@ def _connect_writes(database: str, instance_id: str, connects: list[_Connect]) -
     1.6-1.7 ms this way). Each write's only transform with an integer result
     is ``count``'s: ``_new_counts`` reads them back.
     """
-    request = _COMMIT_REQUEST(database=database)
+    request = COMMIT_REQUEST(database=database)
     for connect in connects:
         write = request.writes.add()
         write.update.name = connect.document
@@ -136,8 +137,14 @@ def has_instance(entry: object) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("instance"), str)
 
 
-_COMMIT_REQUEST = CommitRequest.pb()
-
+# What the client's Commit retries by default, kept now that the connect's commit goes past the client.
+_COMMIT_RETRY = Retry(
+    predicate=if_exception_type(gexc.ResourceExhausted, gexc.ServiceUnavailable),
+    initial=0.1,
+    maximum=60.0,
+    multiplier=1.3,
+    timeout=60.0,
+)
 # Connects of one user contend on one document; each attempt re-reads and re-counts.
 TRANSACTION_ATTEMPTS = 10
 
@@ -183,6 +190,9 @@ class FirestoreRegistry(ConnectionRegistry):
         super().__init__(instance_id, limit, heartbeat_interval)
         self._client = client
         self._timeout = timeout
+        self._rpc: FirestoreRpc | None = None
+        self._rpc_lock = threading.Lock()
+        self._commit = _COMMIT_RETRY(FirestoreRpc.commit)
         self._subscription = ""
         self._started_at: datetime | None = None
         # This instance's live connections. An entry of this instance that is not
@@ -287,13 +297,11 @@ class FirestoreRegistry(ConnectionRegistry):
         return self._settle(ref, connection_id, entry, abandoned)
 
     def _commit_connects(self, connects: list[_Connect]) -> list[int | None]:
-        client = self._client
-        response = client._firestore_api.commit(
-            request=CommitRequest.wrap(_connect_writes(client._database_string, self.instance_id, connects)),
-            timeout=self._timeout,
-            metadata=client._rpc_metadata,
-        )
-        return _new_counts(CommitResponse.pb(response))
+        with self._rpc_lock:
+            if self._rpc is None:
+                self._rpc = FirestoreRpc(self._client, self._timeout)
+            rpc = self._rpc
+        return _new_counts(self._commit(rpc, _connect_writes(rpc.database, self.instance_id, connects)))
 
     def _settle(self, ref: Any, connection_id: str, entry: dict[str, Any], abandoned: threading.Event | None) -> bool:
         """Count the live entries of others; keep ``connection_id``'s entry if they are under the limit."""

@@ -25,8 +25,8 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.types.firestore import BatchGetDocumentsRequest, BatchGetDocumentsResponse
 
+from shared.backends.firestore_rpc import FirestoreRpc
 from shared.backends.google_errors import unavailable_on_error
 from shared.backends.group_call import GroupCall
 from shared.backends.user_locks import UserLocks
@@ -60,7 +60,6 @@ COUNTERS = "counters"
 # Fields of users/{user_id}: the change counter, the mutes, the user's state of each broadcast.
 SEQ = "seq"
 MUTED = "muted_event_types"
-_BATCH_GET_REQUEST = BatchGetDocumentsRequest.pb()
 BROADCAST_STATE = "broadcast_state"
 # Fields of a notification document that clients never see.
 SOURCE = "source_key"  # the event key of the event its state came from
@@ -95,18 +94,23 @@ class FirestoreStore(NotificationStore):
         self._lock = threading.Lock()
         self._turns = UserLocks()
         self._client: firestore.Client | None = None
+        self._rpc: FirestoreRpc | None = None
+        self._read_fields = self._retry(self._fields)
         # Heads of different users read while a read is in flight share the next one.
         self._heads: GroupCall[str, tuple[int, frozenset[str]]] = GroupCall(self._read_heads)
 
     @property
     def client(self) -> firestore.Client:
         with self._lock:
-            if self._client is None:
-                kwargs: dict[str, Any] = {"project": self._project_id}
-                if self._database:
-                    kwargs["database"] = self._database
-                self._client = firestore.Client(**kwargs)
-            return self._client
+            return self._client_unlocked()
+
+    def _client_unlocked(self) -> firestore.Client:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"project": self._project_id}
+            if self._database:
+                kwargs["database"] = self._database
+            self._client = firestore.Client(**kwargs)
+        return self._client
 
     def _user(self, user_id: str) -> Any:
         return self.client.collection("users").document(user_id)
@@ -255,24 +259,15 @@ class FirestoreStore(NotificationStore):
         return self._heads.submit(self._user(user_id)._document_path)
 
     def _read_heads(self, paths: list[str]) -> list[tuple[int, frozenset[str]]]:
-        """Users' heads in one batch get with a field mask, read as raw protobuf.
+        """Users' heads in one read with a field mask (``FirestoreRpc``: one document, a unary get)."""
+        return [(0, frozenset()) if fields is None else _head_fields(fields) for fields in self._read_fields(paths)]
 
-        Through DocumentReference.get a read cost about twice the client CPU
-        (proto-plus wrappers, a snapshot); the RPC is the same.
-        """
-        client = self.client
-        request = _BATCH_GET_REQUEST(
-            database=client._database_string, documents=paths, mask={"field_paths": [SEQ, MUTED]}
-        )
-        responses = client._firestore_api.batch_get_documents(
-            request=BatchGetDocumentsRequest.wrap(request), metadata=client._rpc_metadata, **self._call()
-        )
-        heads: dict[str, tuple[int, frozenset[str]]] = {}
-        for response in responses:
-            raw = BatchGetDocumentsResponse.pb(response)
-            if raw.WhichOneof("result") == "found":
-                heads[raw.found.name] = _head_fields(raw.found.fields)
-        return [heads.get(path, (0, frozenset())) for path in paths]
+    def _fields(self, paths: list[str]) -> list[Any | None]:
+        with self._lock:
+            if self._rpc is None:
+                self._rpc = FirestoreRpc(self._client_unlocked(), self._timeout)
+            rpc = self._rpc
+        return rpc.fields(paths, (SEQ, MUTED))
 
     def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
         query = (
@@ -452,7 +447,7 @@ class FirestoreStore(NotificationStore):
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._rpc = self._client, None, None
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
 

@@ -20,10 +20,12 @@ import sys
 from bench import cost_hook
 cost_hook.install(sys.argv[1])
 from shared.backends.firestore_store import FirestoreStore
+from shared.backends.firestore_rpc import FirestoreRpc
 from shared.backends.pubsub_channel import InstanceSubscription
 import functions.ingest.ingest as ingest
 # functools.wraps leaves __wrapped__ on each wrapper.
-for wrapped in (FirestoreStore.apply, InstanceSubscription.deliver, ingest.ingest):
+wrapped_now = (FirestoreStore.apply, InstanceSubscription.deliver, ingest.ingest)
+for wrapped in (*wrapped_now, FirestoreRpc.commit, FirestoreRpc.fields):
     assert hasattr(wrapped, "__wrapped__"), wrapped
 """
 
