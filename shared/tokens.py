@@ -119,10 +119,8 @@ def verify_token(token: str, settings: TokenSettings, *, now: float | None = Non
     key, algorithm = _verification(settings)
     options: Any = {"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None}
     try:
-        header = jwt.get_unverified_header(token)
-        alg = header.get("alg")
-        if alg != algorithm:
-            raise AuthError(f"token algorithm {str(alg)[:20]!r} is not accepted")
+        # ``algorithms`` makes the library refuse any other header ``alg`` (``none``
+        # included) before it touches the key: the header is parsed once.
         claims = jwt.decode(
             token,
             key,
@@ -132,8 +130,8 @@ def verify_token(token: str, settings: TokenSettings, *, now: float | None = Non
             options=options,
             leeway=0,
         )
-    except AuthError:
-        raise
+    except jwt.InvalidAlgorithmError:
+        raise AuthError(f"token algorithm is not accepted (this service takes {algorithm})") from None
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired", code="token_expired") from None
     except jwt.PyJWTError as exc:
