@@ -36,3 +36,13 @@ def test_bad_tokens_are_refused(token: str, status: int) -> None:
     with pytest.raises(AuthError) as raised:
         verify_token(token, SETTINGS)
     assert raised.value.status == status
+
+
+@pytest.mark.parametrize("algorithm", ["none", "HS512"])
+def test_a_token_of_another_algorithm_is_refused_as_such(algorithm: str) -> None:
+    """The header's alg is checked by the library (the header is parsed once); the refusal names the cause."""
+    key = "" if algorithm == "none" else SETTINGS.jwt_secret * 2  # HS512 wants 64 bytes
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, key, algorithm=algorithm)
+    with pytest.raises(AuthError, match="algorithm is not accepted") as raised:
+        verify_token(token, SETTINGS)
+    assert raised.value.status == 401
