@@ -38,16 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import raise_open_files_limit
+from devtools.emulators import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-serving-model-secret-0123456789abcdef"  # noqa: S105 - a throwaway local key
 PATH = "/api/v1/notifications/stream"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -178,7 +173,7 @@ def _command(model: str, port: int, streams: int) -> list[str]:
 
 
 def _start(model: str, streams: int) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
