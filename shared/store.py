@@ -66,6 +66,17 @@ class NotificationStore(ABC):
     def unread_count(self, user_id: str) -> int:
         """Unread notifications and broadcasts, not counting the user's muted event types."""
 
+    def page_and_unread_count(
+        self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False
+    ) -> tuple[Page, int]:
+        """``page`` and ``unread_count`` as of one moment.
+
+        Read one after the other they can disagree about a notification
+        committed in between (a page without it, a count with it), and a client
+        that reconciles the two with what its stream delivered counts it twice.
+        """
+        return self.page(user_id, limit, cursor, unread_only), self.unread_count(user_id)
+
     @abstractmethod
     def set_read(self, user_id: str, ids: list[str] | None, read: bool) -> list[Change]:
         """Mark the given ids (None: all) read or unread; the changes made (empty: nothing changed)."""

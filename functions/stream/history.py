@@ -121,10 +121,8 @@ class History:
         # The head is read before the page: every change after it is replayed to
         # a stream opened with it, every change up to it is in the page.
         head: FeedHead = await self._call(store.head, claims.user_id)
-        page, unread = await asyncio.gather(
-            self._call(store.page, claims.user_id, limit, cursor, unread_only),
-            self._call(store.unread_count, claims.user_id),
-        )
+        # One snapshot: a page and a count read apart can disagree about a notification committed between them.
+        page, unread = await self._call(store.page_and_unread_count, claims.user_id, limit, cursor, unread_only)
         return JSONResponse(
             {
                 "notifications": [n.to_dict() for n in page.notifications],

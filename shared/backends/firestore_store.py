@@ -211,6 +211,21 @@ class FirestoreStore(NotificationStore):
 
     # Reading ------------------------------------------------------------------------
     def page(self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False) -> Page:
+        return self._page(user_id, limit, cursor, unread_only, self._call())
+
+    def page_and_unread_count(
+        self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False
+    ) -> tuple[Page, int]:
+        """Both read in one read-only transaction, so from one snapshot of the database."""
+
+        def both(transaction: Any) -> tuple[Page, int]:
+            read = {"transaction": transaction, **self._call()}
+            return self._page(user_id, limit, cursor, unread_only, read), self._unread_count(user_id, read)
+
+        with _backend("page"):
+            return cast(tuple[Page, int], firestore.transactional(both)(self.client.transaction(read_only=True)))
+
+    def _page(self, user_id: str, limit: int, cursor: str | None, unread_only: bool, read: dict[str, Any]) -> Page:
         query = self._notifications(user_id)
         if unread_only:
             query = query.where(filter=FieldFilter("read", "==", False))
@@ -218,14 +233,14 @@ class FirestoreStore(NotificationStore):
             query = query.where(filter=FieldFilter("id", "<", cursor))
         query = query.order_by("id", direction=firestore.Query.DESCENDING).limit(limit + 1)
         with _backend("page"):
-            found = [_notification(s) for s in query.stream(**self._call())]
-            state = self._broadcast_state(user_id)
+            found = [_notification(s) for s in query.stream(**read)]
+            state = self._broadcast_state(user_id, read)
             hidden = sum(1 for value in state.values() if value == "deleted" or (unread_only and value == "read"))
             broadcasts: Any = self.client.collection(BROADCASTS)
             if cursor:
                 broadcasts = broadcasts.where(filter=FieldFilter("id", "<", cursor))
             broadcasts = broadcasts.order_by("id", direction=firestore.Query.DESCENDING).limit(limit + 1 + hidden)
-            for snapshot in broadcasts.stream(**self._call()):
+            for snapshot in broadcasts.stream(**read):
                 seen = state.get(snapshot.id)
                 if seen == "deleted" or (unread_only and seen == "read"):
                     continue
@@ -235,8 +250,8 @@ class FirestoreStore(NotificationStore):
         found = found[:limit]
         return Page(found, found[-1].id if more and found else None)
 
-    def _broadcast_state(self, user_id: str) -> dict[str, str]:
-        user = _fields(self._user(user_id).get(field_paths=[BROADCAST_STATE], **self._call()))
+    def _broadcast_state(self, user_id: str, read: dict[str, Any]) -> dict[str, str]:
+        user = _fields(self._user(user_id).get(field_paths=[BROADCAST_STATE], **read))
         state = user.get(BROADCAST_STATE)
         return dict(state) if isinstance(state, dict) else {}
 
@@ -286,15 +301,18 @@ class FirestoreStore(NotificationStore):
         )
         with _backend("broadcast replay"):
             found = list(query.stream(**self._call()))
-            state = self._broadcast_state(user_id) if found else {}
+            state = self._broadcast_state(user_id, self._call()) if found else {}
         return [
             broadcast_as_change(int((s.to_dict() or {})[SEQ]), _notification(s), user_id, state.get(s.id))
             for s in found
         ]
 
     def unread_count(self, user_id: str) -> int:
+        return self._unread_count(user_id, self._call())
+
+    def _unread_count(self, user_id: str, read: dict[str, Any]) -> int:
         with _backend("unread count"):
-            user = _fields(self._user(user_id).get(field_paths=[MUTED, BROADCAST_STATE], **self._call()))
+            user = _fields(self._user(user_id).get(field_paths=[MUTED, BROADCAST_STATE], **read))
             muted = set(user.get(MUTED) or ())
             query = self._notifications(user_id).where(filter=FieldFilter("read", "==", False))
             if muted:
@@ -302,10 +320,10 @@ class FirestoreStore(NotificationStore):
                 if not shown:
                     return 0
                 query = query.where(filter=FieldFilter("event_type", "in", shown))
-            result = query.count(alias="n").get(**self._call())
+            result = query.count(alias="n").get(**read)
             count = int(result[0][0].value) if result and result[0] else 0
             state = user.get(BROADCAST_STATE) or {}
-            broadcasts = self.client.collection(BROADCASTS).select(["event_type"]).stream(**self._call())
+            broadcasts = self.client.collection(BROADCASTS).select(["event_type"]).stream(**read)
             count += sum(1 for s in broadcasts if s.id not in state and s.get("event_type") not in muted)
         return count
 

@@ -149,7 +149,8 @@ class MemoryStore(NotificationStore):
     CHANGE_LOG = 10_000
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: page_and_unread_count holds it across page and unread_count.
+        self._lock = threading.RLock()
         self._users: dict[str, _UserFeed] = {}
         self._broadcasts: list[tuple[int, Notification, str]] = []  # (seq, notification, event key)
         self._broadcast_keys: dict[str, str] = {}
@@ -223,6 +224,12 @@ class MemoryStore(NotificationStore):
             ]
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit and page else None)
+
+    def page_and_unread_count(
+        self, user_id: str, limit: int, cursor: str | None = None, unread_only: bool = False
+    ) -> tuple[Page, int]:
+        with self._lock:
+            return self.page(user_id, limit, cursor, unread_only), self.unread_count(user_id)
 
     def head(self, user_id: str, broadcast_seq: int | None = None) -> FeedHead:
         with self._lock:
