@@ -4,8 +4,8 @@ A connect commits its registry entry and reads its feed head. Through the
 client's GAPIC layer (retry and timeout wrappers, a logging interceptor,
 proto-plus messages) a commit cost the stream process about 1.5 ms of CPU here
 and a one-document BatchGetDocuments 1.0-1.6 ms; on the channel directly 1.0
-and 0.8 ms (one call at a time on the emulator; ``bench.connect_cost`` compares
-whole connects). Same channel, so the same endpoint and credentials; the
+and 0.8-1.2 ms (one call at a time on the emulator, throwaway scripts;
+``bench.connect_cost`` compares whole connects). Same channel, so the same endpoint and credentials; the
 metadata is the client's, with the routing header its GAPIC layer adds. Errors
 come back as ``google.api_core`` exceptions, as the client's do, so callers map
 them the same way; retrying is the caller's (a ``Retry`` around these calls).
