@@ -16,7 +16,8 @@ with the broadcast number the process already knows):
   and the head read sent through the client's GAPIC layer (a streaming
   BatchGetDocuments), as connects did until the session of 2026-11-30, evening;
 - ``one_write``: the same on the client's channel directly, the head read a
-  unary GetDocument (``shared/backends/firestore_rpc.py``), as connects do now.
+  one-document BatchGetDocuments (``shared/backends/firestore_rpc.py``), as
+  connects do now.
 
 Each way connects a fresh user per connect, as a reconnect storm does.
 Reported per connect: this process's CPU (user + system, all threads, gRPC's

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fanout import FULL_LOADS, QUICK_LOADS, Load, Outcome, run_load
-from bench.loadgen import raise_open_files_limit
+from bench.loadgen import install_uvloop, raise_open_files_limit
 from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service
 
 logger = logging.getLogger("bench")
@@ -140,12 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     raise_open_files_limit()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    install_uvloop()
 
     started = time.time()
     out = Path(args.out)
