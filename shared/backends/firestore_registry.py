@@ -47,7 +47,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from shared.backends.firestore_rpc import COMMIT_REQUEST, FirestoreRpc
+from shared.backends.firestore_rpc import COMMIT_REQUEST, FirestoreRpc, rpc_for
 from shared.backends.google_errors import unavailable_on_error
 from shared.backends.group_call import GroupCall
 from shared.errors import BackendUnavailable
@@ -190,8 +190,6 @@ class FirestoreRegistry(ConnectionRegistry):
         super().__init__(instance_id, limit, heartbeat_interval)
         self._client = client
         self._timeout = timeout
-        self._rpc: FirestoreRpc | None = None
-        self._rpc_lock = threading.Lock()
         self._commit = _COMMIT_RETRY(FirestoreRpc.commit)
         self._subscription = ""
         self._started_at: datetime | None = None
@@ -297,10 +295,7 @@ class FirestoreRegistry(ConnectionRegistry):
         return self._settle(ref, connection_id, entry, abandoned)
 
     def _commit_connects(self, connects: list[_Connect]) -> list[int | None]:
-        with self._rpc_lock:
-            if self._rpc is None:
-                self._rpc = FirestoreRpc(self._client, self._timeout)
-            rpc = self._rpc
+        rpc = rpc_for(self._client, self._timeout)
         return _new_counts(self._commit(rpc, _connect_writes(rpc.database, self.instance_id, connects)))
 
     def _settle(self, ref: Any, connection_id: str, entry: dict[str, Any], abandoned: threading.Event | None) -> bool:

@@ -13,6 +13,8 @@ them the same way; retrying is the caller's (a ``Retry`` around these calls).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +78,24 @@ class FirestoreRpc:
         except grpc.RpcError as exc:
             raise _api_error(exc) from exc
         return [found.get(path) for path in paths]
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, dict[float, FirestoreRpc]] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def rpc_for(client: Any, timeout: float) -> FirestoreRpc:
+    """``client``'s one ``FirestoreRpc`` for ``timeout``: built on first use, then shared by all its callers.
+
+    The store's head read and the registry's commit go out on the same client;
+    building the stubs once for both keeps their setup in one place. Gone with the client.
+    """
+    with _SHARED_LOCK:
+        by_timeout = _SHARED.setdefault(client, {})
+        rpc = by_timeout.get(timeout)
+        if rpc is None:
+            rpc = by_timeout[timeout] = FirestoreRpc(client, timeout)
+        return rpc
 
 
 def _routing(name: str, value: str) -> tuple[str, str]:

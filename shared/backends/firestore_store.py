@@ -26,7 +26,7 @@ from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.backends.firestore_rpc import FirestoreRpc
+from shared.backends.firestore_rpc import rpc_for
 from shared.backends.google_errors import unavailable_on_error
 from shared.backends.group_call import GroupCall
 from shared.backends.user_locks import UserLocks
@@ -94,7 +94,6 @@ class FirestoreStore(NotificationStore):
         self._lock = threading.Lock()
         self._turns = UserLocks()
         self._client: firestore.Client | None = None
-        self._rpc: FirestoreRpc | None = None
         self._read_fields = self._retry(self._fields)
         # Heads of different users read while a read is in flight share the next one.
         self._heads: GroupCall[str, tuple[int, frozenset[str]]] = GroupCall(self._read_heads)
@@ -274,15 +273,11 @@ class FirestoreStore(NotificationStore):
         return self._heads.submit(self._user(user_id)._document_path)
 
     def _read_heads(self, paths: list[str]) -> list[tuple[int, frozenset[str]]]:
-        """Users' heads in one read with a field mask (``FirestoreRpc``: one document, a unary get)."""
+        """Users' heads in one BatchGetDocuments with a field mask (``FirestoreRpc.fields``)."""
         return [(0, frozenset()) if fields is None else _head_fields(fields) for fields in self._read_fields(paths)]
 
     def _fields(self, paths: list[str]) -> list[Any | None]:
-        with self._lock:
-            if self._rpc is None:
-                self._rpc = FirestoreRpc(self._client_unlocked(), self._timeout)
-            rpc = self._rpc
-        return rpc.fields(paths, (SEQ, MUTED))
+        return rpc_for(self.client, self._timeout).fields(paths, (SEQ, MUTED))
 
     def changes(self, user_id: str, after_seq: int, limit: int) -> list[Change]:
         query = (
@@ -465,7 +460,7 @@ class FirestoreStore(NotificationStore):
 
     def close(self) -> None:
         with self._lock:
-            client, self._client, self._rpc = self._client, None, None
+            client, self._client = self._client, None
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.backends.firestore_rpc import COMMIT_REQUEST, FirestoreRpc
+from shared.backends.firestore_rpc import COMMIT_REQUEST, FirestoreRpc, rpc_for
 from shared.config import Settings
 
 MASK = ("seq", "muted_event_types")
@@ -74,3 +76,16 @@ def test_a_commit_goes_through_and_its_transform_results_come_back(
         del request.writes[:]
     assert response.write_results[0].transform_results[0].integer_value == 6
     assert _seq(rpc.fields([path], MASK)[0]) == 6
+
+
+def test_a_client_has_one_rpc_per_timeout_shared_by_its_callers_and_gone_with_it(settings: Settings) -> None:
+    first, second = firestore.Client(project=settings.project_id), firestore.Client(project=settings.project_id)
+    shared = rpc_for(first, 10)
+    assert rpc_for(first, 10) is shared
+    assert rpc_for(first, 5) is not shared
+    assert rpc_for(second, 10) is not shared
+
+    held = weakref.ref(first)
+    del first, shared
+    gc.collect()
+    assert held() is None  # the shared calls do not keep a closed store's client alive
