@@ -9,9 +9,10 @@ the same messages, each from its own subscription:
   ``SubscriberClient.subscribe`` (its streaming-pull manager, lease management,
   one executor hop per message), the callback acknowledging and decoding each
   message and handing it over alone;
-- ``lean``: the stream service's own path now (``PubSubChannel.subscribe``): one
-  pull thread, each response decoded and handed over as one batch, acknowledged
-  in the next request.
+- ``lean``: the stream service's own path now (``PubSubChannel.subscribe``): the
+  streaming pull as a task on an event loop (here one on a thread of its own,
+  where the service passes its loop), each response decoded and handed over as
+  one batch, acknowledged in the next request.
 
 Both hand messages to the same kind of handler (what ``Hub.receive`` does:
 append under a lock). Each reports the CPU time (user + system, all threads)

@@ -14,6 +14,7 @@ answer (sending to all is the fallback, never dropping).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -272,13 +273,23 @@ class Channel(ABC):
         """Send ``messages`` to one stream instance (``ALL_INSTANCES``: every one), or raise BackendUnavailable."""
 
     @abstractmethod
-    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(
+        self,
+        instance_id: str,
+        handler: BatchHandler,
+        on_gap: GapHandler | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Subscription:
         """Deliver to ``handler`` every message sent from now on to ``instance_id`` or to every instance.
 
         ``instance_id`` names the stream instance that holds the subscription
         (the registry names the same instance). ``on_gap`` is called when
         messages may have been missed (the subscription had to be
         re-established), so holders of streams can replay from the store.
+        ``loop``, when given and running, is where the subscription may do its
+        receiving (and call ``handler``), so the messages need no thread hop to
+        reach what runs there.
         """
 
     def subscription_name(self, instance_id: str) -> str:

@@ -1,8 +1,8 @@
 """The process's streams, by user, and the hand-over from the channel thread.
 
-The channel calls ``receive`` on its own thread (a subscription's pull thread,
-or the bench injection route's worker thread) with every message of one
-delivery. They are appended to a list and one ``call_soon_threadsafe`` per
+The channel calls ``receive`` with every message of one delivery: on the
+hub's loop (the subscription's streaming pull runs there) or from another
+thread (the bench injection route's worker). They are appended to a list and one ``call_soon_threadsafe`` per
 batch wakes the loop, which dispatches each message to the streams of its user
 only (a broadcast to every stream), encoding it once for all of them.
 """
@@ -89,6 +89,11 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.count = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the hub's streams live on (the channel may receive on it too)."""
+        return self._loop
 
     # Streams ------------------------------------------------------------------------
     def add(self, session: StreamSession) -> None:

@@ -163,7 +163,7 @@ class StreamService:
     def _subscribe(self) -> None:
         hub = self.hub
         assert hub is not None
-        self.subscription = self.backends.channel.subscribe(self.instance_id, hub.receive, hub.gap)
+        self.subscription = self.backends.channel.subscribe(self.instance_id, hub.receive, hub.gap, loop=hub.loop)
 
     async def _subscribe_until_done(self) -> None:
         attempt = 0

@@ -6,6 +6,7 @@ One process only: nothing here is shared between processes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -98,7 +99,14 @@ class MemoryChannel(Channel):
         for handler in handlers:
             handler(list(messages))
 
-    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(
+        self,
+        instance_id: str,
+        handler: BatchHandler,
+        on_gap: GapHandler | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Subscription:
         with self._lock:
             self._handlers[instance_id] = handler
             return _MemorySubscription(self, instance_id)

@@ -15,22 +15,20 @@ the cleanup function when the instance died. The Pub/Sub emulator keeps topics
 apart exactly as Google Cloud does (unlike subscription filters, which it
 ignores), so what each process receives is tested on it.
 
-The receive path is lean on purpose: one thread per subscription runs the
-streaming pull RPC itself, decodes each response's messages in one go, hands
-them to the handler as one batch and acknowledges them in the next request.
-There is no lease management and no per-message thread hop: a live channel
-acknowledges at once (what a stream misses it recovers from Firestore).
+The receive path is lean on purpose (``pubsub_pull``): each subscription's
+streaming pull runs on an event loop (the stream service's own), decodes each
+response's messages in one go, hands them to the handler as one batch and
+acknowledges them in the next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import queue
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent import futures
 from datetime import timedelta
 from typing import Any
@@ -41,10 +39,10 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.protobuf import duration_pb2
-from google.pubsub_v1.types import StreamingPullRequest, StreamingPullResponse
 
 from shared.backends.google_errors import backend_error
 from shared.backends.pubsub_dead_letters import PubSubDeadLetters  # noqa: F401 - moved there; importable here
+from shared.backends.pubsub_pull import LoopThread, PullStream, open_channel
 from shared.channel import (
     ALL_INSTANCES,
     BatchHandler,
@@ -65,16 +63,6 @@ BROADCAST_SUFFIX = "~all"
 _EXPIRATION = timedelta(days=1)
 # Pub/Sub's minimum retention: what a stream misses beyond this is recovered from Firestore anyway.
 _RETENTION = timedelta(minutes=10)
-_RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
-# Real Pub/Sub closes a streaming pull that sends nothing for a while; an empty request keeps it open.
-_KEEPALIVE_SECONDS = 30.0
-# How long acknowledgements wait for others to share their request. Each request
-# wakes this thread and gRPC's, so at a few messages per response, acknowledging
-# every response on its own cost more CPU than receiving it; the ack deadline
-# (10 s) leaves ample room, and an unacknowledged message is at worst redelivered
-# (a stream drops what it has already shown).
-_ACK_GATHER_SECONDS = 0.1
-_MAX_ACKS_PER_REQUEST = 2500
 # How long close() may spend on each deletion (SIGTERM leaves 10 s in all).
 _CLOSE_CALL_SECONDS = 2.0
 
@@ -215,10 +203,17 @@ class PubSubChannel(Channel):
         except gexc.GoogleAPIError as exc:
             raise BackendUnavailable(f"Pub/Sub topic {self._topic_id} unavailable: {exc!r}") from exc
 
-    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(
+        self,
+        instance_id: str,
+        handler: BatchHandler,
+        on_gap: GapHandler | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Subscription:
         # The instance id names the inbox, the subscriptions and the registry record,
         # so the cleanup function can delete what a dead instance left.
-        return InstanceSubscription(self, handler, on_gap, instance_id)
+        return InstanceSubscription(self, handler, on_gap, instance_id, loop)
 
     def subscription_name(self, instance_id: str) -> str:
         return f"projects/{self._project_id}/subscriptions/{instance_subscription_id(instance_id)}"
@@ -233,120 +228,16 @@ class PubSubChannel(Channel):
             subscriber.close()
 
 
-_RAW_PULL_REQUEST = StreamingPullRequest.pb()
-
-
-class _PullStream:
-    """One subscription's streaming pull on a daemon thread, re-opened until closed."""
-
-    def __init__(self, owner: InstanceSubscription, path: str, ensure: Any) -> None:
-        self._owner = owner
-        self._path = path
-        self._ensure = ensure  # creates the subscription (and what it needs); True when it was missing
-        self._acks: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
-        self._call: Any = None
-        self._call_lock = threading.Lock()
-        self.healthy = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"pull-{path.rsplit('/', 1)[-1][:40]}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _requests(self, acks: queue.SimpleQueue[list[str] | None], client_id: str) -> Iterator[StreamingPullRequest]:
-        yield StreamingPullRequest(subscription=self._path, stream_ack_deadline_seconds=10, client_id=client_id)
-        last = time.monotonic()
-        while True:
-            try:
-                ids = acks.get(timeout=1.0)
-            except queue.Empty:
-                if self._owner.closed.is_set():
-                    return
-                if time.monotonic() - last >= _KEEPALIVE_SECONDS:
-                    last = time.monotonic()
-                    yield StreamingPullRequest()
-                continue
-            if ids is None:  # this stream ended; the next one has its own requests
-                return
-            # Everything acknowledged within the next moment goes in the same request
-            # (waiting on the close event, not the queue, so each response does not wake this thread).
-            self._owner.closed.wait(_ACK_GATHER_SECONDS)
-            ended = False
-            while not ended and len(ids) < _MAX_ACKS_PER_REQUEST:
-                try:
-                    more = acks.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    ended = True
-                else:
-                    ids.extend(more)
-            last = time.monotonic()
-            # Built as the raw protobuf and wrapped: proto-plus's constructor checks
-            # every ack id on its way in, the acknowledgement thread's largest cost.
-            yield StreamingPullRequest.wrap(_RAW_PULL_REQUEST(ack_ids=ids))
-            if ended:
-                return
-
-    def _run(self) -> None:
-        attempt = 0
-        client_id = uuid.uuid4().hex
-        subscriber = self._owner.channel.subscriber_client()
-        while not self._owner.closed.is_set():
-            acks: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
-            try:
-                if attempt and self._ensure():
-                    # The subscription was gone (the emulator restarted, or it
-                    # expired): what was published meanwhile never reached it.
-                    self._owner.gap()
-                with self._call_lock:
-                    if self._owner.closed.is_set():
-                        return
-                    self._acks = acks
-                    self._call = subscriber.api.streaming_pull(requests=self._requests(acks, client_id))
-                # Opened; an error ends the loop below and clears this again.
-                self.healthy.set()
-                for response in self._call:
-                    attempt = 0
-                    # The raw protobuf: reading fields through the proto-plus wrapper
-                    # cost about 40 us per message, a third of the whole receive.
-                    received = StreamingPullResponse.pb(response).received_messages
-                    if received:
-                        self._owner.deliver(received)
-                        acks.put([m.ack_id for m in received])
-                raise ConnectionError("streaming pull ended")
-            except Exception as exc:  # noqa: BLE001 - re-opened until closed, whatever ended it
-                self.healthy.clear()
-                if self._owner.closed.is_set():
-                    return
-                delay = _RESUBSCRIBE_BACKOFF[min(attempt, len(_RESUBSCRIBE_BACKOFF) - 1)]
-                attempt += 1
-                logger.warning(
-                    "channel pull ended; re-opening",
-                    extra={"subscription": self._path, "error": repr(exc)[:300], "retry_in": delay},
-                )
-                self._owner.closed.wait(delay)
-            finally:
-                acks.put(None)
-
-    def cancel(self) -> None:
-        with self._call_lock:
-            call = self._call
-        if call is not None:
-            try:
-                call.cancel()
-            except Exception:  # noqa: BLE001, S110 - it may have ended already
-                pass
-        self._acks.put(None)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
 class InstanceSubscription(Subscription):
     """One stream instance's inbox topic and its two subscriptions (inbox, broadcasts)."""
 
     def __init__(
-        self, channel: PubSubChannel, handler: BatchHandler, on_gap: GapHandler | None, instance_id: str
+        self,
+        channel: PubSubChannel,
+        handler: BatchHandler,
+        on_gap: GapHandler | None,
+        instance_id: str,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.channel = channel
         self._handler = handler
@@ -361,11 +252,23 @@ class InstanceSubscription(Subscription):
         self._ensure_inbox()
         self._ensure_broadcasts()
         self._streams = [
-            _PullStream(self, self._inbox, self._ensure_inbox),
-            _PullStream(self, self._broadcasts, self._ensure_broadcasts),
+            PullStream(self._inbox, self.deliver, self._ensure_inbox, self.gap, self.closed),
+            PullStream(self._broadcasts, self.deliver, self._ensure_broadcasts, self.gap, self.closed),
         ]
-        for stream in self._streams:
-            stream.start()
+        self._own_loop = LoopThread(f"pull-{instance_id[:40]}") if loop is None else None
+        self._loop = loop if loop is not None else self._own_loop.loop  # type: ignore[union-attr]
+        self._pulled = threading.Event()
+        self._pulling = asyncio.run_coroutine_threadsafe(self._pull(), self._loop)
+
+    async def _pull(self) -> None:
+        try:
+            channel = open_channel()
+            try:
+                await asyncio.gather(*(stream.run(channel) for stream in self._streams))
+            finally:
+                await channel.close()
+        finally:
+            self._pulled.set()
 
     @property
     def name(self) -> str:
@@ -435,8 +338,7 @@ class InstanceSubscription(Subscription):
             return
         self.closed.set()
         deadline = deadline if deadline is not None else time.monotonic() + 3 * _CLOSE_CALL_SECONDS
-        for stream in self._streams:
-            stream.cancel()
+        self._pulling.cancel()
         subscriber = self.channel.subscriber_client()
         publisher = self.channel.publisher_client()
         inbox, broadcasts, topic = self._inbox, self._broadcasts, self._inbox_topic
@@ -467,8 +369,9 @@ class InstanceSubscription(Subscription):
                 pass
             except Exception as exc:  # noqa: BLE001 - it expires by itself; cleanup also removes orphans
                 logger.warning(f"could not delete channel {kind}", extra={"resource": path, "error": repr(exc)[:300]})
-        for stream in self._streams:
-            stream.join(max(0.0, min(0.5, deadline - time.monotonic())))
+        self._pulled.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+        if self._own_loop is not None:
+            self._own_loop.stop(max(0.0, min(0.5, deadline - time.monotonic())))
 
 
 def ensure_topics(project_id: str, topics: Iterable[str], timeout: float = 10.0) -> None:

@@ -10,6 +10,7 @@ Both must end in the state the history API shows.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -58,7 +59,14 @@ class HeldChannel(Channel):
     def send(self, target: str, messages: Sequence[ChannelMessage]) -> None:
         self.inner.send(target, messages)
 
-    def subscribe(self, instance_id: str, handler: BatchHandler, on_gap: GapHandler | None = None) -> Subscription:
+    def subscribe(
+        self,
+        instance_id: str,
+        handler: BatchHandler,
+        on_gap: GapHandler | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Subscription:
         raise NotImplementedError
 
 
