@@ -38,12 +38,19 @@ _REQUEST = StreamingPullRequest.pb()
 _RESPONSE = StreamingPullResponse.pb()
 _HOST = "pubsub.googleapis.com"
 _SCOPES = ("https://www.googleapis.com/auth/cloud-platform", "https://www.googleapis.com/auth/pubsub")
-# As google-cloud-pubsub's own channel: no message size limit, and keepalive pings.
-_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.keepalive_time_ms", 30_000),
-]
+# As google-cloud-pubsub's own channels: no message size limit; to Pub/Sub, a
+# keepalive ping every 30 s. None to the emulator, as the library sends none
+# there: its server (grpc-java's default) takes a ping only every 5 minutes and
+# answers more with GOAWAY "too_many_pings", which ended both pulls every few
+# minutes (found in CI: the messages in flight on the ended pull came again 10 s
+# later, when their ack deadline ran out).
+_MESSAGE_SIZE_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+_CLOUD_OPTIONS = [*_MESSAGE_SIZE_OPTIONS, ("grpc.keepalive_time_ms", 30_000)]
+
+
+def channel_options(emulator: bool) -> list[tuple[str, int]]:
+    return list(_MESSAGE_SIZE_OPTIONS if emulator else _CLOUD_OPTIONS)
+
 
 RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 # Real Pub/Sub closes a streaming pull that sends nothing for a while; an empty request keeps it open.
@@ -64,9 +71,9 @@ def open_channel() -> grpc.aio.Channel:
     """A channel to Pub/Sub, or to the emulator that PUBSUB_EMULATOR_HOST names; call it on the loop that uses it."""
     emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
     if emulator:
-        return grpc.aio.insecure_channel(emulator, options=_OPTIONS)
+        return grpc.aio.insecure_channel(emulator, options=channel_options(emulator=True))
     channel: grpc.aio.Channel = grpc_helpers_async.create_channel(
-        f"{_HOST}:443", default_scopes=_SCOPES, default_host=_HOST, options=_OPTIONS
+        f"{_HOST}:443", default_scopes=_SCOPES, default_host=_HOST, options=channel_options(emulator=False)
     )
     return channel
 

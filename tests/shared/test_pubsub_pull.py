@@ -75,6 +75,16 @@ def test_a_subscription_without_a_loop_runs_its_own_and_stops_it_when_closed(set
     assert own not in {t.name for t in threading.enumerate()}
 
 
+def test_the_emulators_channel_sends_no_keepalive_pings_and_pub_subs_does() -> None:
+    # The emulator answers a ping every 30 s with GOAWAY "too_many_pings" after a few
+    # minutes, ending both pulls (the CI failure this pins); Pub/Sub itself expects them.
+    def keepalive(emulator: bool) -> dict[str, int]:
+        return {k: v for k, v in pubsub_pull.channel_options(emulator) if "keepalive" in k}
+
+    assert keepalive(emulator=True) == {}
+    assert keepalive(emulator=False) == {"grpc.keepalive_time_ms": 30_000}
+
+
 class _Call:
     """What ``_acknowledge`` uses of a streaming call: ``write``, recorded (or failing once ended)."""
 
