@@ -2,9 +2,10 @@
 
 The channel calls ``receive`` with every message of one delivery: on the
 hub's loop (the subscription's streaming pull runs there) or from another
-thread (the bench injection route's worker). They are appended to a list and one ``call_soon_threadsafe`` per
-batch wakes the loop, which dispatches each message to the streams of its user
-only (a broadcast to every stream), encoding it once for all of them.
+thread (the bench injection route's worker). They are appended to a list and
+one ``call_soon_threadsafe`` per batch wakes the loop, which dispatches each
+message to the streams of its user only (a broadcast to every stream),
+encoding it once for all of them.
 """
 
 from __future__ import annotations

@@ -255,10 +255,12 @@ class InstanceSubscription(Subscription):
             PullStream(self._inbox, self.deliver, self._ensure_inbox, self.gap, self.closed),
             PullStream(self._broadcasts, self.deliver, self._ensure_broadcasts, self.gap, self.closed),
         ]
-        self._own_loop = LoopThread(f"pull-{instance_id[:40]}") if loop is None else None
-        self._loop = loop if loop is not None else self._own_loop.loop  # type: ignore[union-attr]
+        self._own_loop: LoopThread | None = None
+        if loop is None:
+            self._own_loop = LoopThread(f"pull-{instance_id[:40]}")
+            loop = self._own_loop.loop
         self._pulled = threading.Event()
-        self._pulling = asyncio.run_coroutine_threadsafe(self._pull(), self._loop)
+        self._pulling = asyncio.run_coroutine_threadsafe(self._pull(), loop)
 
     async def _pull(self) -> None:
         try:
