@@ -37,6 +37,7 @@ MessageType = Literal["notification", "notification.updated", "notification.dele
 MESSAGE_TYPES: frozenset[str] = frozenset({"notification", "notification.updated", "notification.deleted"})
 
 logger = logging.getLogger(__name__)
+_JSON = json.JSONDecoder()
 
 
 def ascii_json(data: Any) -> str:
@@ -178,7 +179,8 @@ class ChannelMessage:
         if not data.isascii() or b"\n" in data or b"\r" in data:
             raise ValueError("channel message data is not one line of ASCII JSON")
         try:
-            body = json.loads(data)
+            # ASCII, as checked: json.loads would first look for the bytes' encoding.
+            body = _JSON.decode(data.decode("ascii"))
         except RecursionError:
             raise ValueError("channel message nested too deeply") from None
         if not isinstance(body, dict):

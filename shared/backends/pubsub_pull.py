@@ -55,11 +55,13 @@ def channel_options(emulator: bool) -> list[tuple[str, int]]:
 RESUBSCRIBE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 # Real Pub/Sub closes a streaming pull that sends nothing for a while; an empty request keeps it open.
 KEEPALIVE_SECONDS = 30.0
-# How long acknowledgements wait for others to share their request. At a few
-# messages per response, acknowledging each response on its own cost more CPU
-# than receiving it; the ack deadline (10 s) leaves ample room, and an
-# unacknowledged message is at worst redelivered (a stream drops what it has shown).
-ACK_GATHER_SECONDS = 0.1
+# How long acknowledgements wait for others to share their request. Each request
+# costs the loop a completion from gRPC's poller thread and a timer: at 100 ms
+# they cost one process about 9% of its CPU per delivery more than at 1 s
+# (docs/benchmarks.md, "2026-12-01, 05:00"). The ack deadline (10 s) leaves ample
+# room; a pull that breaks has its last second of messages redelivered, which
+# the streams drop as repeats (by change number).
+ACK_GATHER_SECONDS = 1.0
 MAX_ACKS_PER_REQUEST = 2500
 ACK_DEADLINE_SECONDS = 10
 
