@@ -59,8 +59,9 @@ KEEPALIVE_SECONDS = 30.0
 # costs the loop a completion from gRPC's poller thread and a timer: at 100 ms
 # they cost one process about 9% of its CPU per delivery more than at 1 s
 # (docs/benchmarks.md, "2026-12-01, 05:00"). The ack deadline (10 s) leaves ample
-# room; a pull that breaks has its last second of messages redelivered, which
-# the streams drop as repeats (by change number).
+# room. A pull that breaks has its last second of messages redelivered: the
+# streams drop numbered changes as repeats; a numberless one (the Redis-shaped
+# publish) can show twice, as it could within 100 ms before.
 ACK_GATHER_SECONDS = 1.0
 MAX_ACKS_PER_REQUEST = 2500
 ACK_DEADLINE_SECONDS = 10
