@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from bench.servers import ROOT
+from bench.servers import ROOT, stop_on_sigterm
 
 TOPIC = "user-notifications"
 
@@ -128,6 +128,7 @@ def _publish(project: str, count: int, rate: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description="CPU per received channel message, client vs lean")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0)

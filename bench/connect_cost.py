@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import own_cpu_seconds
-from bench.servers import ROOT, group_cpu_seconds
+from bench.servers import ROOT, group_cpu_seconds, stop_on_sigterm
 
 RESULT = ROOT / "bench" / "connect_cost.json"
 ROUNDS = 4
@@ -175,6 +175,7 @@ def run(connects: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description="CPU per connect of its Firestore calls, three ways")
     parser.add_argument("--connects", type=int, default=400)
     parser.add_argument("--output", type=Path, default=RESULT)

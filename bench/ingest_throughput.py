@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from bench.servers import group_cpu_seconds
+from bench.servers import group_cpu_seconds, stop_on_sigterm
 from devtools import emulators
 from functions.ingest.ingest import PubsubMessage, ingest
 from shared.backends import Backends
@@ -102,6 +102,7 @@ def emulator_throughput(events: int, concurrency: int) -> dict[str, float]:
 
 
 def main() -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)

@@ -57,7 +57,7 @@ from bench.loadgen import (
     summary_ms,
 )
 from bench.publishers import Publisher
-from bench.servers import ROOT, Server, install_nchan, start_nchan, start_stream_service
+from bench.servers import ROOT, Server, install_nchan, start_nchan, start_stream_service, stop_on_sigterm
 
 logger = logging.getLogger("bench.routing")
 
@@ -533,6 +533,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--streams", type=int, default=10_000)

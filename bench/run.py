@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.fanout import FULL_LOADS, QUICK_LOADS, Load, Outcome, run_load
 from bench.loadgen import install_uvloop, raise_open_files_limit
-from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service
+from bench.servers import ROOT, install_nchan, start_nchan, start_stream_service, stop_on_sigterm
 
 logger = logging.getLogger("bench")
 
@@ -128,6 +128,7 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a tenth of the load, under 2 minutes")
     parser.add_argument("--only", choices=("fanout", "pipeline"), help="run one part")

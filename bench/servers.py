@@ -23,6 +23,20 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``) end a bench as Ctrl-C does: through its clean-ups.
+
+    Python's default for SIGTERM ends the process at once. The emulators, stream
+    processes and nginx a bench had started, each in a session of its own, then
+    ran on, idle, beside every later run (found on 2026-12-01, after a morning of runs).
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
