@@ -11,11 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bench.servers import ROOT
+from tests.support.processes import alive
+from tests.support.waiting import wait_for
 
 _BENCH = """
 import sys, time
@@ -32,23 +33,6 @@ finally:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait(condition: object, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["handled", "default"])
 def test_the_server_a_bench_started_ends_with_it(mode: str) -> None:
@@ -61,16 +45,16 @@ def test_the_server_a_bench_started_ends_with_it(mode: str) -> None:
         bench.wait(timeout=30)
         if mode == "handled":
             assert bench.returncode == 128 + signal.SIGTERM
-            assert _wait(lambda: not _alive(server)), "the stream service outlived the bench"
+            wait_for(lambda: not alive(server), timeout=15, what="the stream service to end with the bench")
         else:
             # What every bench did before stop_on_sigterm: the server runs on.
             assert bench.returncode == -signal.SIGTERM
-            assert _alive(server)
+            assert alive(server)
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
         if bench.stdout is not None:
             bench.stdout.close()
-        if server and _alive(server):
+        if server and alive(server):
             os.killpg(server, signal.SIGKILL)
